@@ -1,0 +1,341 @@
+//! Validated value types shared by every packet: protocol versions, QoS,
+//! packet identifiers, MQTT strings, topic names and topic filters.
+
+use std::fmt;
+use std::num::NonZeroU16;
+use std::ops::Deref;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::Error;
+
+/// A packet identifier: never zero on the wire ([MQTT-2.2.1-3]).
+pub type PacketId = NonZeroU16;
+
+/// The protocol a connection speaks, chosen by its CONNECT packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// MQTT 3.1: protocol name `MQIsdp`, level 3.
+    V3_1,
+    /// MQTT 3.1.1: protocol name `MQTT`, level 4.
+    V3_1_1,
+    /// MQTT 5.0: protocol name `MQTT`, level 5.
+    V5,
+}
+
+impl Protocol {
+    pub const fn level(self) -> u8 {
+        match self {
+            Protocol::V3_1 => 3,
+            Protocol::V3_1_1 => 4,
+            Protocol::V5 => 5,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::V3_1 => "MQIsdp",
+            Protocol::V3_1_1 | Protocol::V5 => "MQTT",
+        }
+    }
+
+    pub const fn is_v5(self) -> bool {
+        matches!(self, Protocol::V5)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::V3_1 => "3.1",
+            Protocol::V3_1_1 => "3.1.1",
+            Protocol::V5 => "5.0",
+        })
+    }
+}
+
+/// Quality of service. QoS 3 does not exist and is rejected when decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(u8)]
+pub enum QoS {
+    #[default]
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    pub fn from_u8(value: u8) -> Result<QoS, Error> {
+        match value {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            2 => Ok(QoS::ExactlyOnce),
+            _ => Err(Error::InvalidQoS),
+        }
+    }
+}
+
+/// A UTF-8 string as MQTT defines it ([MQTT-1.5.4]): well-formed UTF-8
+/// (so no surrogates), no U+0000, at most 65,535 bytes. Backed by `Bytes`,
+/// so decoding one out of a packet copies nothing.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MqttString(ByteString);
+
+impl MqttString {
+    pub fn from_static(s: &'static str) -> Result<MqttString, Error> {
+        MqttString::try_from(Bytes::from_static(s.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0.into_bytes()
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        self.0.as_bytes()
+    }
+}
+
+impl TryFrom<Bytes> for MqttString {
+    type Error = Error;
+
+    fn try_from(bytes: Bytes) -> Result<MqttString, Error> {
+        if bytes.len() > usize::from(u16::MAX) {
+            return Err(Error::StringTooLong(bytes.len()));
+        }
+        if bytes.contains(&0) {
+            return Err(Error::NullCharacter);
+        }
+        ByteString::try_from(bytes)
+            .map(MqttString)
+            .map_err(|_| Error::InvalidUtf8)
+    }
+}
+
+impl TryFrom<&str> for MqttString {
+    type Error = Error;
+
+    fn try_from(s: &str) -> Result<MqttString, Error> {
+        MqttString::try_from(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl TryFrom<String> for MqttString {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<MqttString, Error> {
+        MqttString::try_from(Bytes::from(s))
+    }
+}
+
+impl Deref for MqttString {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A topic name as carried by PUBLISH: an MQTT string without `+` or `#`
+/// ([MQTT-4.7.0-1]). It may be empty only on the wire of an MQTT 5 PUBLISH
+/// that uses a topic alias; the decoder enforces that rule, not this type.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TopicName(MqttString);
+
+impl TopicName {
+    pub fn new(s: impl TryInto<MqttString, Error = Error>) -> Result<TopicName, Error> {
+        TopicName::from_mqtt_string(s.try_into()?)
+    }
+
+    pub fn from_mqtt_string(s: MqttString) -> Result<TopicName, Error> {
+        if s.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+            return Err(Error::InvalidTopicName(
+                "wildcard character in a topic name",
+            ));
+        }
+        Ok(TopicName(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn as_mqtt_string(&self) -> &MqttString {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Topics beginning with `$` are not matched by filters starting with a
+    /// wildcard ([MQTT-4.7.2-1]).
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with('$')
+    }
+}
+
+impl Deref for TopicName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A topic filter: non-empty, `#` only as the whole last level, `+` only as
+/// a whole level ([MQTT-4.7.1-1], [MQTT-4.7.1-2], [MQTT-4.7.3-1]).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter(MqttString);
+
+impl TopicFilter {
+    pub fn new(s: impl TryInto<MqttString, Error = Error>) -> Result<TopicFilter, Error> {
+        TopicFilter::from_mqtt_string(s.try_into()?)
+    }
+
+    pub fn from_mqtt_string(s: MqttString) -> Result<TopicFilter, Error> {
+        validate_filter(&s)?;
+        Ok(TopicFilter(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn as_mqtt_string(&self) -> &MqttString {
+        &self.0
+    }
+
+    pub fn has_wildcards(&self) -> bool {
+        self.0.as_bytes().iter().any(|&b| b == b'+' || b == b'#')
+    }
+}
+
+fn validate_filter(s: &str) -> Result<(), Error> {
+    if s.is_empty() {
+        return Err(Error::InvalidTopicFilter("empty topic filter"));
+    }
+    let mut levels = s.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(Error::InvalidTopicFilter(
+                "'#' must be a whole level and the last one",
+            ));
+        }
+        if level.contains('+') && level != "+" {
+            return Err(Error::InvalidTopicFilter("'+' must be a whole level"));
+        }
+    }
+    Ok(())
+}
+
+impl Deref for TopicFilter {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_follow_the_wildcard_rules() {
+        for ok in [
+            "#",
+            "+",
+            "a",
+            "a/b",
+            "a/+",
+            "a/#",
+            "+/+",
+            "+/#",
+            "/",
+            "//",
+            "/+/",
+            "a//b",
+            "$SYS/#",
+            "sport/tennis/+/#",
+        ] {
+            assert!(TopicFilter::new(ok).is_ok(), "{ok} should be valid");
+        }
+        for bad in ["", "a#", "a/#/b", "#/", "a+", "+a", "a/b+/c", "##", "a/++"] {
+            assert!(
+                matches!(TopicFilter::new(bad), Err(Error::InvalidTopicFilter(_))),
+                "{bad} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn names_reject_wildcards_and_nul() {
+        assert!(TopicName::new("a/b").is_ok());
+        assert!(TopicName::new("").is_ok());
+        assert!(matches!(
+            TopicName::new("a/+"),
+            Err(Error::InvalidTopicName(_))
+        ));
+        assert!(matches!(
+            TopicName::new("a/#"),
+            Err(Error::InvalidTopicName(_))
+        ));
+        assert_eq!(TopicName::new("a\0b"), Err(Error::NullCharacter));
+    }
+
+    #[test]
+    fn strings_reject_surrogates_and_overlong_forms() {
+        // U+D800 encoded as UTF-8 bytes (a surrogate: forbidden by [MQTT-1.5.4-1]).
+        assert_eq!(
+            MqttString::try_from(Bytes::from_static(b"\xED\xA0\x80")),
+            Err(Error::InvalidUtf8)
+        );
+        // Over-long encoding of '/'.
+        assert_eq!(
+            MqttString::try_from(Bytes::from_static(b"\xC0\xAF")),
+            Err(Error::InvalidUtf8)
+        );
+        assert!(MqttString::try_from("A\u{2A6D4}").is_ok());
+    }
+}
