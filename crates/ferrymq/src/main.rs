@@ -1,5 +1,7 @@
 //! The `ferrymq` binary: one clap front end over the library crates.
 
+mod broker_cmd;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,7 +16,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the MQTT broker.
-    Broker,
+    Broker(broker_cmd::BrokerArgs),
     /// Publish messages (mosquitto_pub).
     Pub,
     /// Subscribe and print messages (mosquitto_sub).
@@ -30,7 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match cli.command {
-        Command::Broker => "broker",
+        Command::Broker(args) => return broker_cmd::run(args),
         Command::Pub => "pub",
         Command::Sub => "sub",
         Command::Rr => "rr",

@@ -1,0 +1,191 @@
+//! CONNECT handling ([MQTT-3.1]): client identifier rules, keep-alive
+//! limits, session takeover and resumption, the CONNACK.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferrymq_codec::{
+    ConnAck, Connect, MqttString, Packet, Properties, Property, Protocol, ReasonCode,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::broker::Broker;
+use crate::metrics::Tally;
+use crate::protocol::Connection;
+use crate::registry::Claim;
+
+/// How long a new connection waits for the one it takes over to let go.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection that passed CONNECT.
+#[derive(Debug)]
+pub struct Accepted {
+    pub connection: Connection,
+    pub client_id: Arc<str>,
+    /// Cancelled by a connection taking the session over.
+    pub kick: CancellationToken,
+    /// Cancelled by us once the session is parked or removed.
+    pub done: CancellationToken,
+    pub connection_id: u64,
+    /// Effective keep-alive in seconds (0: none).
+    pub keep_alive: u16,
+}
+
+/// A CONNECT that is refused: the CONNACK to send, then close.
+#[derive(Debug)]
+pub struct Refused {
+    pub protocol: Protocol,
+    pub reason: ReasonCode,
+    pub detail: &'static str,
+}
+
+impl Refused {
+    pub fn connack(&self) -> Packet {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: self.reason,
+            properties: Properties::new(),
+        })
+    }
+}
+
+pub async fn accept(broker: &Arc<Broker>, connect: Connect) -> Result<Accepted, Refused> {
+    let protocol = connect.protocol;
+    let v5 = protocol.is_v5();
+    let refuse = |reason: ReasonCode, detail: &'static str| Refused {
+        protocol,
+        reason,
+        detail,
+    };
+
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        // 3.1 demands an identifier; 3.1.1 allows none only with a clean
+        // session ([MQTT-3.1.3-7], [MQTT-3.1.3-8]); 5.0 always assigns one.
+        if protocol == Protocol::V3_1 || (protocol == Protocol::V3_1_1 && !connect.clean_start) {
+            return Err(refuse(
+                ReasonCode::ClientIdentifierNotValid,
+                "empty client identifier without a clean session",
+            ));
+        }
+        let id = format!("{}{}", broker.config.auto_id_prefix, uuid::Uuid::new_v4());
+        assigned = Some(id.clone());
+        id.into()
+    } else {
+        connect.client_id.as_str().into()
+    };
+
+    let max_keepalive = broker.config.max_keepalive;
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if max_keepalive > 0 && (keep_alive > max_keepalive || keep_alive == 0) {
+        if v5 {
+            keep_alive = max_keepalive;
+            server_keep_alive = Some(max_keepalive);
+        } else if keep_alive > max_keepalive {
+            // 3.x cannot be told a different keep-alive: refuse, as Mosquitto does.
+            return Err(refuse(
+                ReasonCode::ClientIdentifierNotValid,
+                "keep-alive above max_keepalive",
+            ));
+        }
+    }
+
+    let connection_id = broker.next_id();
+    let kick = CancellationToken::new();
+    let done = CancellationToken::new();
+    let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
+    let resumed = loop {
+        match broker
+            .registry
+            .claim(&client_id, connection_id, &kick, &done)
+        {
+            Claim::Resumed(state) => break Some(state),
+            Claim::Fresh => break None,
+            Claim::Busy {
+                kick: other_kick,
+                done: other_done,
+            } => {
+                debug!("taking over the session of a connected client");
+                other_kick.cancel();
+                if tokio::time::timeout_at(deadline, other_done.cancelled())
+                    .await
+                    .is_err()
+                {
+                    warn!("the connection being taken over did not let go in time");
+                    return Err(refuse(ReasonCode::ServerBusy, "session takeover timed out"));
+                }
+            }
+        }
+    };
+
+    // MQTT 3.x: a session outlives the connection unless Clean Session.
+    let persistent = !connect.clean_start;
+    let (session, session_present) = match resumed {
+        Some(state) if !connect.clean_start => {
+            let mut state = *state;
+            state.persistent = persistent;
+            (state, true)
+        }
+        Some(state) => {
+            broker.discard_session(&state);
+            (broker.new_session(client_id.clone(), persistent), false)
+        }
+        None => (broker.new_session(client_id.clone(), persistent), false),
+    };
+
+    let mut properties = Properties::new();
+    let mut max_inflight = usize::from(broker.config.max_inflight_messages);
+    let mut client_max_packet = None;
+    if v5 {
+        if let Some(rm) = connect.properties.receive_maximum() {
+            max_inflight = max_inflight.min(usize::from(rm));
+        }
+        client_max_packet = connect.properties.maximum_packet_size().map(|n| n as usize);
+        if let Some(id) = assigned {
+            if let Ok(id) = MqttString::try_from(id) {
+                properties.push(Property::AssignedClientIdentifier(id));
+            }
+        }
+        if let Some(ka) = server_keep_alive {
+            properties.push(Property::ServerKeepAlive(ka));
+        }
+        properties.push(Property::ReceiveMaximum(
+            broker.config.max_inflight_messages,
+        ));
+        if let Ok(size) = u32::try_from(broker.config.max_packet_size) {
+            properties.push(Property::MaximumPacketSize(size));
+        }
+        properties.push(Property::SharedSubscriptionAvailable(0));
+        properties.push(Property::SubscriptionIdentifierAvailable(0));
+    }
+
+    let mut connection = Connection {
+        broker: broker.clone(),
+        protocol,
+        session,
+        will: connect.will,
+        out: BytesMut::new(),
+        max_inflight,
+        client_max_packet,
+        tally: Tally::default(),
+    };
+    connection.send(&Packet::ConnAck(ConnAck {
+        session_present,
+        reason: ReasonCode::Success,
+        properties,
+    }));
+    if session_present {
+        connection.resend_inflight();
+    }
+    Ok(Accepted {
+        connection,
+        client_id,
+        kick,
+        done,
+        connection_id,
+        keep_alive,
+    })
+}

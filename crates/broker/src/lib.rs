@@ -1,0 +1,96 @@
+//! ferrymq-broker: the MQTT broker.
+//!
+//! Layout:
+//! - [`config`]: settings and the `mosquitto.conf`-syntax parser.
+//! - [`broker`]: shared state and the publish path.
+//! - [`router`]: the topic index; [`retain`]: retained messages.
+//! - [`session`]: session state; [`registry`]: client id → session,
+//!   takeover; [`mailbox`]: per-session queues and the overflow policy.
+//! - [`handshake`]: CONNECT; [`protocol`]: every packet after it.
+//! - [`net`]: listeners and the connection driver (the only socket code).
+//! - [`sys`]: `$SYS` topics; [`metrics`]: counters.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub mod broker;
+pub mod config;
+pub mod handshake;
+pub mod mailbox;
+pub mod message;
+pub mod metrics;
+pub mod net;
+pub mod protocol;
+pub mod registry;
+pub mod retain;
+pub mod router;
+pub mod session;
+pub mod sys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use broker::Broker;
+pub use config::Config;
+
+/// A running broker: its listening addresses and the means to stop it.
+#[derive(Debug)]
+pub struct Server {
+    pub broker: Arc<Broker>,
+    addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Binds every configured listener and starts serving.
+    pub async fn start(config: Config) -> std::io::Result<Server> {
+        let broker = Broker::new(config);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(
+            broker.config.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
+        let mut addrs = Vec::new();
+        for listener in &broker.config.listeners {
+            let socket = net::listener::bind(listener.addr).await?;
+            let addr = socket.local_addr()?;
+            info!(%addr, "listening for MQTT");
+            addrs.push(addr);
+            tracker.spawn(net::listener::accept_loop(
+                broker.clone(),
+                socket,
+                permits.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            ));
+        }
+        sys::publish_all(&broker);
+        tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
+        Ok(Server {
+            broker,
+            addrs,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// The bound addresses, in listener order (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, tells every client (MQTT 5: DISCONNECT 0x8B), and
+    /// waits for every connection task to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

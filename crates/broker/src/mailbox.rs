@@ -1,0 +1,128 @@
+//! A session's delivery queue and the one place where the overflow policy
+//! lives.
+//!
+//! Publishers push into it and never wait; the session's connection task
+//! drains it. It outlives connections: while the client is away the same
+//! queue holds what a persistent session is owed.
+//!
+//! Overflow policy (counted in [`Metrics`](crate::metrics::Metrics)):
+//! - QoS 0 is dropped when the queue is full, and not queued at all while
+//!   the client is offline (as Mosquitto does with its default
+//!   `queue_qos0_messages false`);
+//! - QoS 1/2 beyond `max_queued_messages` are dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ferrymq_codec::QoS;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::message::Delivery;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// Dropped: the queue was full.
+    DroppedFull,
+    /// Dropped: QoS 0 to an offline session.
+    DroppedOffline,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Delivery>,
+    online: bool,
+}
+
+/// The delivery queue of one session.
+#[derive(Debug)]
+pub struct Mailbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    limit: usize,
+}
+
+impl Mailbox {
+    pub fn new(limit: usize) -> Arc<Mailbox> {
+        Arc::new(Mailbox {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            limit,
+        })
+    }
+
+    /// Queues `delivery` unless the policy says drop; never blocks.
+    pub fn push(&self, delivery: Delivery) -> Push {
+        let mut inner = self.inner.lock();
+        if !inner.online && delivery.qos == QoS::AtMostOnce {
+            return Push::DroppedOffline;
+        }
+        if inner.queue.len() >= self.limit {
+            return Push::DroppedFull;
+        }
+        let wake = inner.queue.is_empty() && inner.online;
+        inner.queue.push_back(delivery);
+        drop(inner);
+        if wake {
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Puts deliveries back at the front, in order (used when a session is
+    /// resumed with messages that were dequeued but never sent).
+    pub fn push_front_all(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
+        let mut inner = self.inner.lock();
+        for d in deliveries.rev() {
+            inner.queue.push_front(d);
+        }
+    }
+
+    /// Takes the first delivery if `accept` says it can be sent now.
+    pub fn pop_if(&self, accept: impl FnOnce(&Delivery) -> bool) -> Option<Delivery> {
+        let mut inner = self.inner.lock();
+        if inner.queue.front().is_some_and(accept) {
+            inner.queue.pop_front()
+        } else {
+            None
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks the session connected (QoS 0 accepted, task woken on push) or
+    /// away. Going offline drops queued QoS 0 messages and returns how many.
+    pub fn set_online(&self, online: bool) -> usize {
+        let mut inner = self.inner.lock();
+        inner.online = online;
+        if online {
+            drop(inner);
+            self.notify.notify_one();
+            0
+        } else {
+            let before = inner.queue.len();
+            inner.queue.retain(|d| d.qos != QoS::AtMostOnce);
+            before - inner.queue.len()
+        }
+    }
+
+    /// Resolves when something was pushed since the last call.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Empties the queue, returning what it held.
+    pub fn clear(&self) -> usize {
+        let mut inner = self.inner.lock();
+        let n = inner.queue.len();
+        inner.queue.clear();
+        n
+    }
+}

@@ -1,0 +1,356 @@
+//! The connection task: owns the socket, reads and decodes every packet a
+//! read brings, hands them to the protocol logic, drains the session's
+//! mailbox into one write buffer, and writes it with as few syscalls as it
+//! can. Keep-alive, takeover and shutdown are branches of one `select!`.
+//!
+//! Buffers are allocated only while there is something in them: an idle
+//! connection waits for readability without a read buffer and keeps no
+//! write buffer, which is what makes idle connections cheap.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use ferrymq_codec::{decode, FixedHeader, Packet, Protocol, ReasonCode};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, trace, Instrument};
+
+use crate::broker::Broker;
+use crate::handshake::{self, Accepted};
+use crate::metrics::Metrics;
+use crate::protocol::{Close, Connection};
+
+/// Smallest read buffer allocated when data arrives.
+const READ_CHUNK: usize = 4 * 1024;
+/// Above this much unsent output, stop reading from the client until it
+/// drains: a client that writes but never reads cannot grow us unbounded.
+const WRITE_BACKPRESSURE: usize = 1024 * 1024;
+
+/// Serves one accepted TCP connection to its end.
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let span = info_span!("conn", %peer, client_id = tracing::field::Empty);
+    async move {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let mut io = Io {
+            stream,
+            rbuf: BytesMut::new(),
+            bytes_in: 0,
+        };
+        let connect = tokio::select! {
+            r = tokio::time::timeout(broker.config.connect_timeout, read_connect(&mut io, &broker)) => r,
+            () = shutdown.cancelled() => return,
+        };
+        let connect = match connect {
+            Err(_) => {
+                info!("no CONNECT within {:?}; closing", broker.config.connect_timeout);
+                return;
+            }
+            Ok(Err(why)) => {
+                info!("closing before CONNECT: {why}");
+                return;
+            }
+            Ok(Ok(connect)) => connect,
+        };
+        tracing::Span::current().record("client_id", connect.client_id.as_str());
+        let protocol = connect.protocol;
+        match handshake::accept(&broker, *connect).await {
+            Ok(accepted) => run(broker, io, accepted, shutdown).await,
+            Err(refused) => {
+                info!(reason = %refused.reason, "connection refused: {}", refused.detail);
+                let mut out = BytesMut::new();
+                let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+                let _ = io.write_all(&mut out).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Io {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    bytes_in: u64,
+}
+
+impl Io {
+    /// Waits for data and reads what is there; `Ok(0)` at end of stream.
+    async fn read_some(&mut self) -> io::Result<usize> {
+        loop {
+            self.stream.readable().await?;
+            if let Some(n) = self.try_read()? {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Reads what the socket holds, allocating the buffer only now that
+    /// there is data; `None` if the readiness was spurious.
+    fn try_read(&mut self) -> io::Result<Option<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(n) => {
+                self.bytes_in += n as u64;
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes as much of `out` as the socket takes without waiting.
+    fn write_now(&mut self, out: &mut BytesMut) -> io::Result<()> {
+        while !out.is_empty() {
+            match self.stream.try_write(out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_all(&mut self, out: &mut BytesMut) -> io::Result<()> {
+        while !out.is_empty() {
+            self.stream.writable().await?;
+            self.write_now(out)?;
+        }
+        Ok(())
+    }
+
+    /// Lets go of an empty read buffer, so an idle connection holds none.
+    fn shrink(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+    }
+}
+
+/// The protocol level named in a CONNECT whose fixed header and protocol
+/// name are in `buf`, so that a refused CONNECT is answered in its version.
+fn sniff_protocol(buf: &[u8]) -> Option<Protocol> {
+    let header = FixedHeader::parse(buf).ok()??;
+    let body = buf.get(header.header_len..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    match body.get(2 + name_len)? {
+        5 => Some(Protocol::V5),
+        _ => Some(Protocol::V3_1_1),
+    }
+}
+
+async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec::Connect>, String> {
+    loop {
+        match decode(
+            &mut io.rbuf,
+            Protocol::V3_1_1,
+            broker.config.max_packet_size,
+        ) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(other)) => {
+                return Err(format!(
+                    "first packet is {}, not CONNECT",
+                    other.packet_type()
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let reply = match &e {
+                    // An unknown level gets the 3.1.1 refusal ([MQTT-3.1.2-2]).
+                    ferrymq_codec::Error::UnsupportedProtocolLevel(_) => {
+                        Some((Protocol::V3_1_1, ReasonCode::UnsupportedProtocolVersion))
+                    }
+                    _ => match sniff_protocol(&io.rbuf) {
+                        Some(Protocol::V5) => Some((Protocol::V5, e.reason_code())),
+                        _ => None,
+                    },
+                };
+                if let Some((protocol, reason)) = reply {
+                    let connack = handshake::Refused {
+                        protocol,
+                        reason,
+                        detail: "",
+                    }
+                    .connack();
+                    let mut out = BytesMut::new();
+                    let _ = ferrymq_codec::encode(&connack, protocol, &mut out);
+                    let _ = io.write_all(&mut out).await;
+                }
+                return Err(format!("bad CONNECT: {e}"));
+            }
+        }
+        match io.read_some().await {
+            Ok(0) => return Err("closed by peer".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: CancellationToken) {
+    let Accepted {
+        mut connection,
+        client_id,
+        kick,
+        done,
+        connection_id,
+        keep_alive,
+    } = accepted;
+    // Whatever happens below, even a panic, the registry slot is released
+    // and a waiting takeover is let through.
+    let _slot_guard = SlotGuard {
+        broker: broker.clone(),
+        client_id: client_id.clone(),
+        connection_id,
+        done,
+    };
+    let mailbox = connection.session.shared.mailbox.clone();
+    mailbox.set_online(true);
+    broker.metrics.client_connected();
+    info!(protocol = %connection.protocol, keep_alive, "client connected");
+
+    // [MQTT-3.1.2-24]: one and a half times the keep-alive.
+    let keep_alive_limit =
+        (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let mut last_read = Instant::now();
+
+    let close = loop {
+        connection.drain_mailbox();
+        if let Err(e) = io.write_now(&mut connection.out) {
+            break Close::Lost(e.to_string());
+        }
+        if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
+            connection.out = BytesMut::new();
+        }
+        connection.tally.flush(&broker.metrics);
+
+        let reading = connection.out.len() < WRITE_BACKPRESSURE;
+        let writing = !connection.out.is_empty();
+        let keep_alive_deadline = keep_alive_limit.map(|limit| last_read + limit);
+        tokio::select! {
+            biased;
+            () = kick.cancelled() => break Close::TakenOver,
+            () = shutdown.cancelled() => break Close::ServerShutdown,
+            r = io.stream.readable(), if reading => {
+                match r.and_then(|()| io.try_read()) {
+                    Ok(None) => {
+                        io.shrink();
+                        continue;
+                    }
+                    Ok(Some(0)) => break Close::Lost("closed by peer".into()),
+                    Ok(Some(_)) => {}
+                    Err(e) => break Close::Lost(e.to_string()),
+                }
+                last_read = Instant::now();
+                let before = io.bytes_in;
+                let result = process_input(&mut connection, &mut io.rbuf, &broker, last_read);
+                connection.tally.bytes_received += io.bytes_in - before;
+                io.shrink();
+                if let Err(close) = result {
+                    break close;
+                }
+            }
+            r = io.stream.writable(), if writing => {
+                if let Err(e) = r {
+                    break Close::Lost(e.to_string());
+                }
+            }
+            () = mailbox.notified() => {}
+            () = sleep_until(keep_alive_deadline) => {
+                if keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit) {
+                    break Close::KeepAliveTimeout;
+                }
+            }
+        }
+    };
+
+    match &close {
+        Close::Disconnect { .. } => info!("client disconnected"),
+        Close::Violation { .. } => {
+            Metrics::add(&broker.metrics.protocol_errors, 1);
+            info!("closing connection: {close}");
+        }
+        _ => info!("connection closed: {close}"),
+    }
+    connection.say_goodbye(&close);
+    if !connection.out.is_empty() {
+        // Best effort: the reason code, then close; bounded so a client
+        // that does not read cannot hold the task.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), io.write_all(&mut connection.out)).await;
+    }
+    connection.tally.flush(&broker.metrics);
+    let now = Instant::now();
+    connection.finish_will(&close, now);
+
+    let dropped = mailbox.set_online(false);
+    trace!(dropped, "QoS 0 messages dropped at disconnect");
+    broker
+        .metrics
+        .clients_connected
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let session = connection.session;
+    if session.persistent {
+        broker
+            .registry
+            .release(&client_id, connection_id, Some(session));
+    } else {
+        broker.discard_session(&session);
+        broker.registry.release(&client_id, connection_id, None);
+    }
+}
+
+struct SlotGuard {
+    broker: Arc<Broker>,
+    client_id: Arc<str>,
+    connection_id: u64,
+    done: CancellationToken,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        // A no-op when the session was already parked or removed.
+        self.broker
+            .registry
+            .release(&self.client_id, self.connection_id, None);
+        self.done.cancel();
+    }
+}
+
+fn process_input(
+    connection: &mut Connection,
+    rbuf: &mut BytesMut,
+    broker: &Broker,
+    now: Instant,
+) -> Result<(), Close> {
+    loop {
+        match decode(rbuf, connection.protocol, broker.config.max_packet_size) {
+            Ok(Some(packet)) => {
+                connection.tally.messages_received += 1;
+                trace!(?packet, "received");
+                connection.on_packet(packet, now)?;
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Close::violation(e.reason_code(), e.to_string())),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,67 @@
+//! Accept loops. One task per listening socket takes a connection permit,
+//! accepts, and spawns the connection task at once: every handshake runs in
+//! that task under its own deadline, never in the accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+
+use crate::broker::Broker;
+use crate::net::driver;
+
+pub async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let broker = broker.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    driver::serve(broker, stream, peer, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Usually EMFILE/ENFILE: wait for descriptors to free up
+                // rather than spin.
+                warn!(error = %e, "accept failed; backing off {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Binds `addr`, logging a clear error on failure.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.inspect_err(|e| {
+        error!(%addr, error = %e, "cannot listen");
+    })
+}

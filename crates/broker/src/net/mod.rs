@@ -1,0 +1,5 @@
+//! Sockets: listeners and the per-connection driver. Protocol logic lives
+//! outside this module so it can be tested without a network.
+
+pub mod driver;
+pub mod listener;

@@ -1,0 +1,395 @@
+//! The protocol logic of one client connection after CONNECT: packets in,
+//! packets out, with no socket in sight. The network driver
+//! (`net::driver`) feeds it decoded packets and writes what it puts in
+//! `out`; the CONNECT handshake itself is in `handshake`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use ferrymq_codec::{
+    encode, encoded_len, Disconnect, Packet, PacketId, Properties, Protocol, PubResponse, Publish,
+    QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+};
+use tracing::{debug, trace};
+
+use crate::broker::Broker;
+use crate::message::{Delivery, Message};
+use crate::metrics::Tally;
+use crate::session::{OutboundState, SessionState, Subscription};
+
+/// Why a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent DISCONNECT. `publish_will` is MQTT 5's reason 0x04.
+    Disconnect {
+        publish_will: bool,
+    },
+    /// The client broke the protocol; MQTT 5 clients are told `reason`.
+    Violation {
+        reason: ReasonCode,
+        detail: String,
+    },
+    /// The socket closed or failed without DISCONNECT.
+    Lost(String),
+    KeepAliveTimeout,
+    TakenOver,
+    ServerShutdown,
+}
+
+impl Close {
+    pub fn violation(reason: ReasonCode, detail: impl Into<String>) -> Close {
+        Close::Violation {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether the will is published ([MQTT-3.1.2-8]): on every end but a
+    /// DISCONNECT (unless MQTT 5's "with will") and a broker shutdown.
+    pub fn publishes_will(&self) -> bool {
+        match self {
+            Close::Disconnect { publish_will } => *publish_will,
+            Close::ServerShutdown => false,
+            _ => true,
+        }
+    }
+
+    /// The reason code of the DISCONNECT an MQTT 5 client is sent, if any.
+    pub fn server_disconnect(&self) -> Option<ReasonCode> {
+        match self {
+            Close::Violation { reason, .. } => Some(*reason),
+            Close::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+            Close::TakenOver => Some(ReasonCode::SessionTakenOver),
+            Close::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
+            Close::Disconnect { .. } | Close::Lost(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Disconnect { .. } => f.write_str("client sent DISCONNECT"),
+            Close::Violation { reason, detail } => write!(f, "{reason}: {detail}"),
+            Close::Lost(why) => write!(f, "connection lost: {why}"),
+            Close::KeepAliveTimeout => f.write_str("keep-alive timeout"),
+            Close::TakenOver => f.write_str("session taken over"),
+            Close::ServerShutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Stop filling the write buffer from the mailbox past this many bytes.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// One connected client.
+#[derive(Debug)]
+pub struct Connection {
+    pub broker: Arc<Broker>,
+    pub protocol: Protocol,
+    pub session: SessionState,
+    pub will: Option<Will>,
+    /// Packets waiting to be written.
+    pub out: BytesMut,
+    /// Outbound in-flight window: min(our limit, client's Receive Maximum).
+    pub max_inflight: usize,
+    /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
+    pub client_max_packet: Option<usize>,
+    pub tally: Tally,
+}
+
+impl Connection {
+    /// Appends `packet` to the output buffer.
+    pub fn send(&mut self, packet: &Packet) {
+        match encode(packet, self.protocol, &mut self.out) {
+            Ok(n) => {
+                self.tally.messages_sent += 1;
+                self.tally.bytes_sent += n as u64;
+            }
+            // Only a packet we built wrongly can fail to encode.
+            Err(e) => debug!(error = %e, "dropping unencodable packet"),
+        }
+    }
+
+    fn v5(&self) -> bool {
+        self.protocol.is_v5()
+    }
+
+    /// Resends, after a session resumes, what was in flight ([MQTT-4.4.0-1]):
+    /// PUBLISH with DUP for unacknowledged messages, PUBREL where PUBREC came.
+    pub fn resend_inflight(&mut self) {
+        let pending: Vec<_> = self.session.inflight.iter().cloned().collect();
+        for m in pending {
+            let packet = match m.state {
+                OutboundState::AwaitingPubComp => Packet::PubRel(PubResponse::new(m.packet_id)),
+                _ => Packet::Publish(
+                    m.delivery
+                        .to_publish(Some(m.packet_id), true, self.protocol),
+                ),
+            };
+            self.send(&packet);
+        }
+    }
+
+    /// Moves queued deliveries into the output buffer while the in-flight
+    /// window and the buffer allow. Order is kept: a QoS 1/2 message that
+    /// must wait for the window holds back the messages behind it.
+    pub fn drain_mailbox(&mut self) {
+        let mailbox = self.session.shared.mailbox.clone();
+        while self.out.len() < WRITE_HIGH_WATER {
+            let window_open = self.session.inflight_len() < self.max_inflight;
+            let Some(delivery) = mailbox.pop_if(|d| d.qos == QoS::AtMostOnce || window_open) else {
+                break;
+            };
+            self.deliver(delivery);
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let packet_id = if delivery.qos == QoS::AtMostOnce {
+            None
+        } else {
+            match self.session.allocate_packet_id() {
+                Some(id) => Some(id),
+                None => return,
+            }
+        };
+        let packet = Packet::Publish(delivery.to_publish(packet_id, false, self.protocol));
+        if let Some(max) = self.client_max_packet {
+            // A message too large for this client is dropped for it alone
+            // ([MQTT-3.1.2-25]).
+            if encoded_len(&packet, self.protocol).map_or(true, |n| n > max) {
+                trace!("message larger than the client's Maximum Packet Size dropped");
+                return;
+            }
+        }
+        if let Some(id) = packet_id {
+            self.session.send(id, delivery);
+        }
+        self.tally.publish_sent += 1;
+        self.send(&packet);
+    }
+
+    /// Handles one packet from the client.
+    pub fn on_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, now),
+            Packet::PubAck(r) => {
+                if !self.session.puback(r.packet_id) {
+                    trace!(packet_id = r.packet_id, "PUBACK for unknown packet id");
+                }
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                let mut rel = PubResponse::new(r.packet_id);
+                if r.reason.is_error() {
+                    // MQTT 5: a PUBREC with an error ends the exchange.
+                    self.session.pubrec(r.packet_id);
+                    self.session.pubcomp(r.packet_id);
+                    return Ok(());
+                }
+                if !self.session.pubrec(r.packet_id) {
+                    rel.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubRel(rel));
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.session.pubcomp(r.packet_id);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                let mut comp = PubResponse::new(r.packet_id);
+                if !self.session.inbound_qos2.remove(&r.packet_id.get()) {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                self.on_subscribe(s);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(Close::Disconnect {
+                publish_will: d.reason == ReasonCode::DisconnectWithWillMessage,
+            }),
+            Packet::Connect(_) => Err(Close::violation(
+                ReasonCode::ProtocolError,
+                "second CONNECT",
+            )),
+            Packet::Auth(_) => Err(Close::violation(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::violation(
+                    ReasonCode::ProtocolError,
+                    format!("{} from a client", packet.packet_type()),
+                ))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, publish: Publish, now: Instant) -> Result<(), Close> {
+        self.tally.publish_received += 1;
+        if publish.topic.is_empty() || publish.properties.topic_alias().is_some() {
+            // We announce Topic Alias Maximum 0, so any alias is invalid.
+            return Err(Close::violation(
+                ReasonCode::TopicAliasInvalid,
+                "topic alias not allowed",
+            ));
+        }
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => {
+                self.broker
+                    .publish(Arc::new(Message::from_publish(publish, now)));
+            }
+            (QoS::AtLeastOnce, Some(id)) => {
+                let routed = self
+                    .broker
+                    .publish(Arc::new(Message::from_publish(publish, now)));
+                self.send(&Packet::PubAck(self.ack(id, routed)));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                // Deliver on first receipt; a resend (DUP) of a packet id not
+                // yet released by PUBREL is not routed again ([MQTT-4.3.3]).
+                let mut routed = 1;
+                if self.session.inbound_qos2.insert(id.get()) {
+                    routed = self
+                        .broker
+                        .publish(Arc::new(Message::from_publish(publish, now)));
+                }
+                self.send(&Packet::PubRec(self.ack(id, routed)));
+            }
+            (_, None) => {
+                return Err(Close::violation(
+                    ReasonCode::ProtocolError,
+                    "QoS > 0 without packet id",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn ack(&self, packet_id: PacketId, routed: usize) -> PubResponse {
+        let mut ack = PubResponse::new(packet_id);
+        if self.v5() && routed == 0 {
+            ack.reason = ReasonCode::NoMatchingSubscribers;
+        }
+        ack
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) {
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &subscribe.filters {
+            if filter.starts_with("$share/") {
+                // Shared subscriptions are not implemented yet: refuse them
+                // rather than treat them as ordinary filters.
+                reasons.push(if self.v5() {
+                    ReasonCode::SharedSubscriptionsNotSupported
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            let sub = Subscription {
+                session: self.session.shared.clone(),
+                options: *options,
+            };
+            self.broker.router.subscribe(filter, sub);
+            self.session
+                .subscriptions
+                .insert(filter.to_string(), *options);
+            reasons.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            // Retained messages go to every new or replaced subscription
+            // ([MQTT-3.3.1-6], [MQTT-3.8.4-3]).
+            for message in self.broker.retained.matching(filter) {
+                retained.push(Delivery {
+                    qos: message.qos.min(options.qos),
+                    message,
+                    retain: true,
+                });
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Properties::new(),
+            reasons,
+        }));
+        // Retained messages follow the SUBACK in the session's own order.
+        let mailbox = self.session.shared.mailbox.clone();
+        for delivery in retained {
+            if mailbox.push(delivery) != crate::mailbox::Push::Queued {
+                crate::metrics::Metrics::add(&self.broker.metrics.dropped_queue_full, 1);
+            }
+        }
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let mut reasons = Vec::new();
+        for filter in &unsubscribe.filters {
+            let existed = self.session.subscriptions.remove(filter.as_str()).is_some();
+            self.broker
+                .router
+                .unsubscribe(filter, &self.session.shared.id);
+            reasons.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: Properties::new(),
+            reasons: if self.v5() { reasons } else { Vec::new() },
+        }));
+    }
+
+    /// Sends MQTT 5 clients the DISCONNECT that `close` calls for.
+    pub fn say_goodbye(&mut self, close: &Close) {
+        if let (true, Some(reason)) = (self.v5(), close.server_disconnect()) {
+            let mut properties = Properties::new();
+            if let Close::Violation { detail, .. } = close {
+                if let Ok(s) = ferrymq_codec::MqttString::try_from(detail.as_str()) {
+                    properties.push(ferrymq_codec::Property::ReasonString(s));
+                }
+            }
+            self.send(&Packet::Disconnect(Disconnect { reason, properties }));
+        }
+    }
+
+    /// Publishes the will if `close` calls for it ([MQTT-3.1.2-8]).
+    pub fn finish_will(&mut self, close: &Close, now: Instant) {
+        let Some(will) = self.will.take() else {
+            return;
+        };
+        if !close.publishes_will() {
+            return;
+        }
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties,
+            received: now,
+        };
+        self.broker.publish(Arc::new(message));
+    }
+}

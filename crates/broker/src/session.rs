@@ -1,0 +1,212 @@
+//! Session state ([MQTT-4.1]): what the broker keeps about a client across
+//! its connections.
+//!
+//! A session has one owner at a time: its connection task while connected,
+//! the registry's parked slot while away. The owner mutates it without a
+//! lock. Other tasks reach a session only through [`SessionShared`]: its
+//! mailbox, which the router holds.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use ferrymq_codec::{PacketId, QoS, SubscriptionOptions};
+
+use crate::mailbox::Mailbox;
+use crate::message::Delivery;
+use crate::router::Subscriber;
+
+/// The part of a session other tasks may touch.
+#[derive(Debug)]
+pub struct SessionShared {
+    /// Unique per session incarnation; the router's key.
+    pub id: u64,
+    pub client_id: Arc<str>,
+    pub mailbox: Arc<Mailbox>,
+}
+
+/// One entry of the topic index: a session and its options for a filter.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub session: Arc<SessionShared>,
+    pub options: SubscriptionOptions,
+}
+
+impl Subscriber for Subscription {
+    type Key = u64;
+    fn key(&self) -> &u64 {
+        &self.session.id
+    }
+}
+
+/// Where an outbound QoS 1/2 message stands ([MQTT-4.3]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitingPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitingPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: PacketId,
+    pub delivery: Delivery,
+    pub state: OutboundState,
+}
+
+/// The owned part of a session.
+#[derive(Debug)]
+pub struct SessionState {
+    pub shared: Arc<SessionShared>,
+    /// Kept after the connection ends (3.x: Clean Session 0).
+    pub persistent: bool,
+    pub subscriptions: HashMap<String, SubscriptionOptions>,
+    /// Outbound QoS 1/2 messages not yet acknowledged, in send order.
+    pub inflight: VecDeque<Inflight>,
+    /// Inbound QoS 2 packet ids received and not yet released by PUBREL:
+    /// a PUBLISH with one of these is a resend and is not routed again.
+    pub inbound_qos2: HashSet<u16>,
+    next_packet_id: u16,
+}
+
+impl SessionState {
+    pub fn new(shared: Arc<SessionShared>, persistent: bool) -> SessionState {
+        SessionState {
+            shared,
+            persistent,
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            inbound_qos2: HashSet::new(),
+            next_packet_id: 1,
+        }
+    }
+
+    /// A packet identifier not used by any message in flight
+    /// ([MQTT-2.2.1-3]); `None` when all 65,535 are taken.
+    pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = PacketId::new(candidate) {
+                if !self.inflight.iter().any(|m| m.packet_id == id) {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn send(&mut self, packet_id: PacketId, delivery: Delivery) {
+        let state = if delivery.qos == QoS::ExactlyOnce {
+            OutboundState::AwaitingPubRec
+        } else {
+            OutboundState::AwaitingPubAck
+        };
+        self.inflight.push_back(Inflight {
+            packet_id,
+            delivery,
+            state,
+        });
+    }
+
+    fn position(&self, packet_id: PacketId, state: OutboundState) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|m| m.packet_id == packet_id && m.state == state)
+    }
+
+    /// PUBACK: the QoS 1 message is done. False if no such message.
+    pub fn puback(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id, OutboundState::AwaitingPubAck) {
+            Some(i) => self.inflight.remove(i).is_some(),
+            None => false,
+        }
+    }
+
+    /// PUBREC: the message is stored at the client; PUBREL follows. A
+    /// repeated PUBREC for a message already released is answered again.
+    pub fn pubrec(&mut self, packet_id: PacketId) -> bool {
+        if let Some(i) = self.position(packet_id, OutboundState::AwaitingPubRec) {
+            if let Some(m) = self.inflight.get_mut(i) {
+                m.state = OutboundState::AwaitingPubComp;
+                return true;
+            }
+        }
+        self.position(packet_id, OutboundState::AwaitingPubComp)
+            .is_some()
+    }
+
+    /// PUBCOMP: the QoS 2 exchange is over.
+    pub fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id, OutboundState::AwaitingPubComp) {
+            Some(i) => self.inflight.remove(i).is_some(),
+            None => false,
+        }
+    }
+
+    /// Messages counted against the in-flight window.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use ferrymq_codec::{Properties, TopicName};
+    use std::time::Instant;
+
+    fn session() -> SessionState {
+        let shared = Arc::new(SessionShared {
+            id: 1,
+            client_id: "c".into(),
+            mailbox: Mailbox::new(10),
+        });
+        SessionState::new(shared, true)
+    }
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: TopicName::new("t").unwrap(),
+                payload: Bytes::new(),
+                qos,
+                retain: false,
+                properties: Properties::new(),
+                received: Instant::now(),
+            }),
+            qos,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn packet_ids_skip_those_in_flight_and_wrap() {
+        let mut s = session();
+        let a = s.allocate_packet_id().unwrap();
+        s.send(a, delivery(QoS::AtLeastOnce));
+        s.next_packet_id = a.get();
+        let b = s.allocate_packet_id().unwrap();
+        assert_ne!(a, b);
+        s.next_packet_id = u16::MAX;
+        assert_eq!(s.allocate_packet_id().unwrap().get(), u16::MAX);
+        assert_eq!(s.allocate_packet_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn qos2_state_machine() {
+        let mut s = session();
+        let id = s.allocate_packet_id().unwrap();
+        s.send(id, delivery(QoS::ExactlyOnce));
+        assert!(!s.puback(id), "PUBACK does not complete a QoS 2 message");
+        assert!(!s.pubcomp(id), "PUBCOMP before PUBREC is unknown");
+        assert!(s.pubrec(id));
+        assert!(s.pubrec(id), "a repeated PUBREC is answered again");
+        assert!(s.pubcomp(id));
+        assert_eq!(s.inflight_len(), 0);
+    }
+}

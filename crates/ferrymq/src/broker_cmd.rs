@@ -1,0 +1,79 @@
+//! `ferrymq broker`: settings from the command line and config file, then
+//! the server until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use ferrymq_broker::{config, Config, Server};
+use tracing::{error, info};
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Configuration file (mosquitto.conf syntax).
+    #[arg(short = 'c', long = "config-file")]
+    config: Option<PathBuf>,
+    /// Port for the loopback listener, used when the file configures none.
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+    /// Log every connection event (debug level).
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+pub fn run(args: BrokerArgs) -> ExitCode {
+    let default_level = if args.verbose { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if config.listeners.is_empty() {
+        config.listeners = config::default_listeners(args.port.unwrap_or(1883));
+    }
+    Ok(config)
+}
+
+fn serve(args: BrokerArgs) -> anyhow::Result<()> {
+    let config = settings(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(config).await.context("starting listeners")?;
+        info!("ferrymq {} running", env!("CARGO_PKG_VERSION"));
+        wait_for_signal().await?;
+        info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
