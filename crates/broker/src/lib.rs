@@ -71,7 +71,6 @@ impl Server {
                 shutdown.clone(),
             ));
         }
-        sys::publish_all(&broker);
         tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
         Ok(Server {
             broker,

@@ -252,12 +252,6 @@ pub struct Disconnect {
     pub properties: Properties,
 }
 
-impl Default for ReasonCode {
-    fn default() -> ReasonCode {
-        ReasonCode::Success
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Auth {
     pub reason: ReasonCode,

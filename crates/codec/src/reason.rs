@@ -16,6 +16,14 @@ macro_rules! reason_codes {
             $($name = $value,)*
         }
 
+        impl Default for ReasonCode {
+            /// Success, Normal disconnection, Granted QoS 0: what an absent
+            /// reason code means.
+            fn default() -> ReasonCode {
+                ReasonCode::Success
+            }
+        }
+
         impl ReasonCode {
             pub fn from_u8(value: u8) -> Option<ReasonCode> {
                 match value {

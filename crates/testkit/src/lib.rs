@@ -316,8 +316,11 @@ impl TestClient {
         }
     }
 
+    /// Sends DISCONNECT and waits until the broker closes the socket, which
+    /// it does only after the session is parked or removed.
     pub async fn disconnect(mut self) {
         self.send(Packet::Disconnect(Default::default())).await;
-        let _ = self.stream.shutdown().await;
+        let rest = self.expect_closed().await;
+        assert!(rest.is_empty(), "packets after DISCONNECT: {rest:?}");
     }
 }

@@ -153,6 +153,11 @@ fn sniff_protocol(buf: &[u8]) -> Option<Protocol> {
 
 async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec::Connect>, String> {
     loop {
+        // Anything but CONNECT is refused from its first byte, without
+        // waiting for the rest ([MQTT-3.1.0-1]).
+        if io.rbuf.first().is_some_and(|&b| b != 0x10) {
+            return Err("first packet is not CONNECT".into());
+        }
         match decode(
             &mut io.rbuf,
             Protocol::V3_1_1,
