@@ -86,7 +86,11 @@ pub fn decode_body(byte1: u8, body: Bytes, protocol: Protocol) -> Result<Packet,
         Some(t) => t,
         None => return Err(Error::InvalidPacketType(type_bits)),
     };
-    if packet_type != PacketType::Publish && flags != packet_type.required_flags() {
+    let required = packet_type.required_flags();
+    // MQTT 3.1 sets DUP on a re-sent PUBREL, SUBSCRIBE or UNSUBSCRIBE (3.1
+    // section 2.1, "DUP"); 3.1.1 made those bits reserved.
+    let v3_1_dup = protocol == Protocol::V3_1 && required == 0b0010 && flags == 0b1010;
+    if packet_type != PacketType::Publish && flags != required && !v3_1_dup {
         return Err(Error::InvalidHeaderFlags {
             packet: packet_type,
             flags,
@@ -469,7 +473,7 @@ fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, Error> {
             0 => RetainHandling::SendAtSubscribe,
             1 => RetainHandling::SendIfNew,
             2 => RetainHandling::DoNotSend,
-            _ => return Err(Error::InvalidSubscriptionOptions),
+            _ => return Err(Error::InvalidRetainHandling),
         };
         filters.push((
             filter,

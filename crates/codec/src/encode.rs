@@ -302,6 +302,15 @@ fn remaining_len(packet: &Packet, v5: bool) -> Result<usize, Error> {
     };
     let len = match packet {
         Packet::Connect(c) => {
+            // A CONNECT names its own version, and `connect` writes its
+            // properties by that version, not the connection's.
+            let props = |p: &Properties| -> Result<usize, Error> {
+                if c.protocol.is_v5() {
+                    properties_field_len(p)
+                } else {
+                    Ok(0)
+                }
+            };
             let mut len = 2 + c.protocol.name().len() + 1 + 1 + 2;
             len += props(&c.properties)? + 2 + c.client_id.len();
             if let Some(w) = &c.will {

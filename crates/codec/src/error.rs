@@ -50,6 +50,8 @@ pub enum Error {
     NoTopicFilters(PacketType),
     #[error("reserved bits set in subscription options")]
     InvalidSubscriptionOptions,
+    #[error("Retain Handling 3 in subscription options")]
+    InvalidRetainHandling,
     #[error("unknown property identifier {0:#04x}")]
     UnknownProperty(u8),
     #[error("{property} is not allowed in {context}")]
@@ -90,7 +92,9 @@ impl Error {
             Error::UnexpectedPacket(_)
             | Error::ZeroPacketId
             | Error::NoTopicFilters(_)
-            | Error::PropertyNotAllowed { .. }
+            // "It is a Protocol Error to send a Retain Handling value of 3"
+            // (5.0 section 3.8.3.1); reserved bits are malformed.
+            | Error::InvalidRetainHandling
             | Error::DuplicateProperty(_)
             | Error::InvalidPropertyValue(_)
             | Error::MissingTopic
@@ -108,7 +112,11 @@ impl Error {
             | Error::NullCharacter
             | Error::StringTooLong(_)
             | Error::InvalidSubscriptionOptions
+            // "A Control Packet which contains an Identifier which is not
+            // valid for its packet type ... is a Malformed Packet" (5.0
+            // section 2.2.2.2).
             | Error::UnknownProperty(_)
+            | Error::PropertyNotAllowed { .. }
             | Error::InvalidReasonCode { .. } => ReasonCode::MalformedPacket,
         }
     }
