@@ -22,9 +22,11 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection that passed CONNECT.
 #[derive(Debug)]
 pub struct Accepted {
-    pub connection: Connection,
+    /// Boxed: a connection task's future stays small when the state it
+    /// keeps for the whole connection lives on the heap.
+    pub connection: Box<Connection>,
     pub client_id: Arc<str>,
-    /// Cancelled by a connection taking the session over.
+    /// Cancelled by a connection taking the session over, or at shutdown.
     pub kick: CancellationToken,
     /// Cancelled by us once the session is parked or removed.
     pub done: CancellationToken,
@@ -36,6 +38,7 @@ pub struct Accepted {
 /// A CONNECT that is refused: the CONNACK to send, then close.
 #[derive(Debug)]
 pub struct Refused {
+    pub client_id: String,
     pub protocol: Protocol,
     pub reason: ReasonCode,
     pub detail: &'static str,
@@ -51,10 +54,17 @@ impl Refused {
     }
 }
 
-pub async fn accept(broker: &Arc<Broker>, connect: Connect) -> Result<Accepted, Refused> {
+/// Answers `connect`. `shutdown` is the server's token: the connection's
+/// `kick` token is its child, so one wait serves both.
+pub async fn accept(
+    broker: &Arc<Broker>,
+    connect: Connect,
+    shutdown: &CancellationToken,
+) -> Result<Accepted, Refused> {
     let protocol = connect.protocol;
     let v5 = protocol.is_v5();
     let refuse = |reason: ReasonCode, detail: &'static str| Refused {
+        client_id: connect.client_id.to_string(),
         protocol,
         reason,
         detail,
@@ -94,7 +104,7 @@ pub async fn accept(broker: &Arc<Broker>, connect: Connect) -> Result<Accepted, 
     }
 
     let connection_id = broker.next_id();
-    let kick = CancellationToken::new();
+    let kick = shutdown.child_token();
     let done = CancellationToken::new();
     let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
     let resumed = loop {
@@ -162,16 +172,25 @@ pub async fn accept(broker: &Arc<Broker>, connect: Connect) -> Result<Accepted, 
         properties.push(Property::SubscriptionIdentifierAvailable(0));
     }
 
-    let mut connection = Connection {
+    // The will is kept for the whole connection: copy it out of the read
+    // buffer so that it does not pin the buffer's allocation.
+    let will = connect.will.map(|mut w| {
+        w.payload = bytes::Bytes::copy_from_slice(&w.payload);
+        if let Ok(topic) = ferrymq_codec::TopicName::new(w.topic.as_str()) {
+            w.topic = topic;
+        }
+        w
+    });
+    let mut connection = Box::new(Connection {
         broker: broker.clone(),
         protocol,
         session,
-        will: connect.will,
+        will,
         out: BytesMut::new(),
         max_inflight,
         client_max_packet,
         tally: Tally::default(),
-    };
+    });
     connection.send(&Packet::ConnAck(ConnAck {
         session_present,
         reason: ReasonCode::Success,

@@ -30,6 +30,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,

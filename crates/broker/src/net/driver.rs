@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use ferrymq_codec::{decode, FixedHeader, Packet, Protocol, ReasonCode};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, Instrument};
@@ -46,35 +47,57 @@ pub async fn serve(
             rbuf: BytesMut::new(),
             bytes_in: 0,
         };
-        let connect = tokio::select! {
-            r = tokio::time::timeout(broker.config.connect_timeout, read_connect(&mut io, &broker)) => r,
-            () = shutdown.cancelled() => return,
-        };
-        let connect = match connect {
-            Err(_) => {
-                info!("no CONNECT within {:?}; closing", broker.config.connect_timeout);
-                return;
-            }
-            Ok(Err(why)) => {
-                info!("closing before CONNECT: {why}");
-                return;
-            }
-            Ok(Ok(connect)) => connect,
-        };
-        tracing::Span::current().record("client_id", connect.client_id.as_str());
-        let protocol = connect.protocol;
-        match handshake::accept(&broker, *connect).await {
-            Ok(accepted) => run(broker, io, accepted, shutdown).await,
-            Err(refused) => {
-                info!(reason = %refused.reason, "connection refused: {}", refused.detail);
-                let mut out = BytesMut::new();
-                let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
-                let _ = io.write_all(&mut out).await;
-            }
+        // The handshake's state is boxed: it is large and short-lived, and
+        // inline it would set the size of every connection's task for good.
+        let accepted = Box::pin(handshake(&broker, &mut io, &shutdown)).await;
+        if let Some(accepted) = accepted {
+            tracing::Span::current().record("client_id", &*accepted.client_id);
+            run(broker, io, accepted, shutdown).await;
         }
     }
     .instrument(span)
     .await;
+}
+
+/// Reads CONNECT under the deadline and answers it; `None` if the
+/// connection is to be closed.
+async fn handshake(
+    broker: &Arc<Broker>,
+    io: &mut Io,
+    shutdown: &CancellationToken,
+) -> Option<Accepted> {
+    let connect = tokio::select! {
+        r = tokio::time::timeout(broker.config.connect_timeout, read_connect(io, broker)) => r,
+        () = shutdown.cancelled() => return None,
+    };
+    let connect = match connect {
+        Err(_) => {
+            info!(
+                "no CONNECT within {:?}; closing",
+                broker.config.connect_timeout
+            );
+            return None;
+        }
+        Ok(Err(why)) => {
+            info!("closing before CONNECT: {why}");
+            return None;
+        }
+        Ok(Ok(connect)) => connect,
+    };
+    // The CONNECT's bytes are copied out where kept (see handshake), so
+    // an idle connection holds no read buffer from here on.
+    io.shrink();
+    let protocol = connect.protocol;
+    match handshake::accept(broker, *connect, shutdown).await {
+        Ok(accepted) => Some(accepted),
+        Err(refused) => {
+            info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
+            let mut out = BytesMut::new();
+            let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+            let _ = io.write_all(&mut out).await;
+            None
+        }
+    }
 }
 
 struct Io {
@@ -184,6 +207,7 @@ async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec:
                 };
                 if let Some((protocol, reason)) = reply {
                     let connack = handshake::Refused {
+                        client_id: String::new(),
                         protocol,
                         reason,
                         detail: "",
@@ -243,13 +267,28 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
 
         let reading = connection.out.len() < WRITE_BACKPRESSURE;
         let writing = !connection.out.is_empty();
+        // One readiness future for both directions keeps the task small.
+        let interest = match (reading, writing) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, _) => Interest::WRITABLE,
+            (true, false) => Interest::READABLE,
+        };
         let keep_alive_deadline = keep_alive_limit.map(|limit| last_read + limit);
         tokio::select! {
             biased;
-            () = kick.cancelled() => break Close::TakenOver,
-            () = shutdown.cancelled() => break Close::ServerShutdown,
-            r = io.stream.readable(), if reading => {
-                match r.and_then(|()| io.try_read()) {
+            // `kick` is a child of the shutdown token: it fires for both.
+            () = kick.cancelled() => {
+                break if shutdown.is_cancelled() { Close::ServerShutdown } else { Close::TakenOver };
+            }
+            r = io.stream.ready(interest) => {
+                let ready = match r {
+                    Ok(ready) => ready,
+                    Err(e) => break Close::Lost(e.to_string()),
+                };
+                if !reading || !(ready.is_readable() || ready.is_read_closed()) {
+                    continue;
+                }
+                match io.try_read() {
                     Ok(None) => {
                         io.shrink();
                         continue;
@@ -265,11 +304,6 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
                 io.shrink();
                 if let Err(close) = result {
                     break close;
-                }
-            }
-            r = io.stream.writable(), if writing => {
-                if let Err(e) = r {
-                    break Close::Lost(e.to_string());
                 }
             }
             () = mailbox.notified() => {}
@@ -293,8 +327,11 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
     if !connection.out.is_empty() {
         // Best effort: the reason code, then close; bounded so a client
         // that does not read cannot hold the task.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), io.write_all(&mut connection.out)).await;
+        let _ = Box::pin(tokio::time::timeout(
+            Duration::from_secs(1),
+            io.write_all(&mut connection.out),
+        ))
+        .await;
     }
     connection.tally.flush(&broker.metrics);
     let now = Instant::now();
