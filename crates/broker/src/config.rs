@@ -12,6 +12,18 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
+    /// A listener the broker may start without: the default IPv6 loopback
+    /// on a machine without IPv6.
+    pub optional: bool,
+}
+
+impl ListenerConfig {
+    pub fn new(addr: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            addr,
+            optional: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,11 +67,10 @@ impl Default for Config {
 /// Listeners used when none is configured: loopback only, as Mosquitto 2.
 pub fn default_listeners(port: u16) -> Vec<ListenerConfig> {
     vec![
-        ListenerConfig {
-            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-        },
+        ListenerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
         ListenerConfig {
             addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+            optional: true,
         },
     ]
 }
@@ -134,9 +145,9 @@ impl Config {
                             let ip: IpAddr = host.parse().map_err(|_| {
                                 err(format!("listener: {host:?} is not an IP address"))
                             })?;
-                            config.listeners.push(ListenerConfig {
-                                addr: SocketAddr::new(ip, port),
-                            });
+                            config
+                                .listeners
+                                .push(ListenerConfig::new(SocketAddr::new(ip, port)));
                         }
                         None => {
                             // Mosquitto binds every interface, IPv4 and IPv6.
@@ -144,9 +155,9 @@ impl Config {
                                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                                 IpAddr::V6(Ipv6Addr::UNSPECIFIED),
                             ] {
-                                config.listeners.push(ListenerConfig {
-                                    addr: SocketAddr::new(ip, port),
-                                });
+                                config
+                                    .listeners
+                                    .push(ListenerConfig::new(SocketAddr::new(ip, port)));
                             }
                         }
                     }
@@ -208,9 +219,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.listeners,
-            vec![ListenerConfig {
-                addr: "127.0.0.1:1884".parse().unwrap()
-            }]
+            vec![ListenerConfig::new("127.0.0.1:1884".parse().unwrap())]
         );
         assert_eq!(c.max_inflight_messages, 5);
         assert_eq!(c.max_queued_messages, usize::MAX);

@@ -59,7 +59,14 @@ impl Server {
         ));
         let mut addrs = Vec::new();
         for listener in &broker.config.listeners {
-            let socket = net::listener::bind(listener.addr).await?;
+            let socket = match net::listener::bind(listener.addr).await {
+                Ok(socket) => socket,
+                Err(e) if listener.optional => {
+                    tracing::warn!(addr = %listener.addr, error = %e, "optional listener not started");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let addr = socket.local_addr()?;
             info!(%addr, "listening for MQTT");
             addrs.push(addr);

@@ -27,9 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// tests see only their own traffic.
 pub fn test_config() -> Config {
     Config {
-        listeners: vec![ListenerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-        }],
+        listeners: vec![ListenerConfig::new("127.0.0.1:0".parse().unwrap())],
         sys_interval: Duration::ZERO,
         ..Config::default()
     }

@@ -59,9 +59,23 @@ pub async fn accept_loop(
     }
 }
 
-/// Binds `addr`, logging a clear error on failure.
+/// Binds `addr`, logging a clear error on failure. IPv6 sockets are
+/// IPv6-only, so `listener PORT` can bind `0.0.0.0` and `::` side by side.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.inspect_err(|e| {
+    bind_socket(addr).inspect_err(|e| {
         error!(%addr, error = %e, "cannot listen");
     })
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }

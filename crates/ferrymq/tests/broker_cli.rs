@@ -1,0 +1,135 @@
+//! `ferrymq broker` as a process: listens where told, logs where, serves
+//! MQTT, exits 0 promptly on SIGTERM and SIGINT, refuses bad config files.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ferrymq() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrymq"));
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts the broker and returns it with the first address it logs.
+fn start(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
+    let mut child = ferrymq()
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(WAIT).expect("broker logs its listener");
+        if let Some(i) = line.find("listening for MQTT addr=") {
+            let addr = line[i + "listening for MQTT addr=".len()..]
+                .trim()
+                .to_string();
+            return (child, addr, rx);
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "broker did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// CONNECT (3.1.1, clean) and read the 4-byte CONNACK.
+fn mqtt_connect(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'x',
+    ])
+    .unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    s
+}
+
+#[test]
+fn serves_on_the_port_given_and_exits_zero_on_sigterm() {
+    let (mut child, addr, _log) = start(&["broker", "-p", "0"]);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let _client = mqtt_connect(&addr);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn sigint_exits_zero_too() {
+    let (mut child, addr, _log) = start(&["broker", "-p", "0"]);
+    let _client = mqtt_connect(&addr);
+    signal(&child, "-INT");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn listener_from_config_file() {
+    let dir = std::env::temp_dir().join(format!("ferrymq-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("ferrymq.conf");
+    std::fs::write(
+        &conf,
+        "# test\nlistener 0 127.0.0.1\nmax_queued_messages 50\n",
+    )
+    .unwrap();
+    let (mut child, addr, _log) = start(&["broker", "-c", conf.to_str().unwrap()]);
+    let _client = mqtt_connect(&addr);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn unknown_config_option_names_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("ferrymq-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("bad.conf");
+    std::fs::write(&conf, "listener 0 127.0.0.1\nfrobnicate yes\n").unwrap();
+    let out = ferrymq()
+        .args(["broker", "-c", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.conf:2:"), "{err}");
+}
+
+#[test]
+fn unbuilt_subcommands_say_so_and_fail() {
+    for sub in ["pub", "sub", "rr", "passwd", "bench"] {
+        let out = ferrymq().arg(sub).output().unwrap();
+        assert!(!out.status.success(), "{sub}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    }
+}
