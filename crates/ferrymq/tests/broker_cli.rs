@@ -15,15 +15,29 @@ fn ferrymq() -> Command {
     cmd
 }
 
+/// The broker process; killed if a test fails before it exits.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the broker and returns it with the first address it logs.
-fn start(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
-    let mut child = ferrymq()
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+fn start(args: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
+    let mut child = Proc(
+        ferrymq()
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -43,10 +57,10 @@ fn start(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
     }
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+fn wait_exit(child: &mut Proc) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
         assert!(std::time::Instant::now() < deadline, "broker did not exit");
@@ -54,9 +68,9 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(child: &Proc, sig: &str) {
     let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
+        .args([sig, &child.0.id().to_string()])
         .status()
         .unwrap()
         .success();
