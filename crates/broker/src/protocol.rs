@@ -81,7 +81,7 @@ impl std::fmt::Display for Close {
 }
 
 /// Stop filling the write buffer from the mailbox past this many bytes.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
+pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 /// One connected client.
 #[derive(Debug)]
@@ -135,12 +135,19 @@ impl Connection {
     /// Moves queued deliveries into the output buffer while the in-flight
     /// window and the buffer allow. Order is kept: a QoS 1/2 message that
     /// must wait for the window holds back the messages behind it.
-    pub fn drain_mailbox(&mut self) {
+    ///
+    /// Returns true when it stopped because the buffer is full: the caller
+    /// must come back once it has written, since the mailbox only wakes the
+    /// task when a push finds it empty.
+    pub fn drain_mailbox(&mut self) -> bool {
         let mailbox = self.session.shared.mailbox.clone();
-        while self.out.len() < WRITE_HIGH_WATER {
+        loop {
+            if self.out.len() >= WRITE_HIGH_WATER {
+                return !mailbox.is_empty();
+            }
             let window_open = self.session.inflight_len() < self.max_inflight;
             let Some(delivery) = mailbox.pop_if(|d| d.qos == QoS::AtMostOnce || window_open) else {
-                break;
+                return false;
             };
             self.deliver(delivery);
         }

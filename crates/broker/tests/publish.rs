@@ -202,3 +202,21 @@ async fn v5_puback_says_no_matching_subscribers() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Regression: once the write buffer filled (64 KiB) and was then written
+/// in one go, the task slept with deliveries still queued, because the
+/// mailbox wakes it only when a push finds the queue empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_continues_after_the_write_buffer_fills() {
+    let b = TestBroker::start().await;
+    let mut sub = b.client("big-reader", true).await;
+    sub.subscribe(&[("big", QoS::AtMostOnce)]).await;
+    let mut p = b.client("p", true).await;
+    let one = raw::publish_v311(0x00, b"big", None, &[7u8; 1024]);
+    let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * 300).collect();
+    p.send_raw(&burst).await;
+    for _ in 0..300 {
+        let m = sub.recv_publish().await;
+        assert_eq!(m.payload.len(), 1024);
+    }
+}

@@ -107,7 +107,16 @@ async fn main() {
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut acks = BytesMut::new();
-            while !stop.load(Ordering::Relaxed) {
+            // After `stop`, keep reading until the stream has been quiet for
+            // a while, so that messages still in flight are counted.
+            let mut quiet_since: Option<Instant> = None;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                }
                 let mut n = 0;
                 while let Some(p) = decode(&mut sbuf, Protocol::V3_1_1, usize::MAX).unwrap() {
                     if let Packet::Publish(p) = p {
@@ -133,11 +142,12 @@ async fn main() {
                 if sbuf.capacity() - sbuf.len() < 16 * 1024 {
                     sbuf.reserve(64 * 1024);
                 }
-                match tokio::time::timeout(Duration::from_millis(200), sub.read_buf(&mut sbuf))
+                match tokio::time::timeout(Duration::from_millis(100), sub.read_buf(&mut sbuf))
                     .await
                 {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
-                    _ => {}
+                    Ok(Ok(_)) => quiet_since = None,
+                    Err(_) => {}
                 }
             }
         })
@@ -232,11 +242,10 @@ async fn main() {
     for t in tasks {
         let _ = t.await;
     }
-    // Let in-flight deliveries land before counting losses.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The subscriber returns once in-flight deliveries have landed.
+    let _ = sub_task.await;
     let total_received = received.load(Ordering::Relaxed);
     let total_acked = acked.load(Ordering::Relaxed);
-    let _ = sub_task.await;
     let lost_acked = total_acked.saturating_sub(total_received);
     println!(
         "delivered {:.0} msg/s, published {:.0} msg/s, acked {:.0} msg/s; total sent {} received {} acked {} acked-but-not-delivered {}",

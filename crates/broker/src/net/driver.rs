@@ -22,7 +22,7 @@ use tracing::{debug, info, info_span, trace, Instrument};
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
 use crate::metrics::Metrics;
-use crate::protocol::{Close, Connection};
+use crate::protocol::{Close, Connection, WRITE_HIGH_WATER};
 
 /// Smallest read buffer allocated when data arrives.
 const READ_CHUNK: usize = 4 * 1024;
@@ -256,7 +256,7 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
     let mut last_read = Instant::now();
 
     let close = loop {
-        connection.drain_mailbox();
+        let more_queued = connection.drain_mailbox();
         if let Err(e) = io.write_now(&mut connection.out) {
             break Close::Lost(e.to_string());
         }
@@ -307,6 +307,10 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
                 }
             }
             () = mailbox.notified() => {}
+            // Queued deliveries left behind by a full buffer that has since
+            // been written: go round again, after the branches above had
+            // their turn.
+            () = std::future::ready(()), if more_queued && connection.out.len() < WRITE_HIGH_WATER => {}
             () = sleep_until(keep_alive_deadline) => {
                 if keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit) {
                     break Close::KeepAliveTimeout;
