@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::retain::RetainStore;
 use crate::router::Router;
-use crate::session::{SessionShared, SessionState, Subscription};
+use crate::session::{OutboundState, SessionShared, SessionState, Subscription, SubscriptionKey};
+use crate::shared::{self, SharedGroup, SharedGroups};
 
 #[derive(Debug)]
 pub struct Broker {
@@ -22,6 +23,7 @@ pub struct Broker {
     pub router: Router<Subscription>,
     pub retained: RetainStore,
     pub registry: Registry,
+    pub shared_groups: SharedGroups,
     pub metrics: Metrics,
     pub started: Instant,
     next_id: AtomicU64,
@@ -34,6 +36,7 @@ impl Broker {
             router: Router::new(),
             retained: RetainStore::default(),
             registry: Registry::default(),
+            shared_groups: SharedGroups::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -45,22 +48,67 @@ impl Broker {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn new_session(&self, client_id: Arc<str>, persistent: bool) -> SessionState {
+    pub fn new_session(&self, client_id: Arc<str>, expiry_interval: u32) -> SessionState {
         let shared = Arc::new(SessionShared {
             id: self.next_id(),
             client_id,
             mailbox: Mailbox::new(self.config.max_queued_messages),
         });
-        SessionState::new(shared, persistent)
+        SessionState::new(shared, expiry_interval)
     }
 
-    /// Ends a session for good: its subscriptions leave the index and its
-    /// queue is emptied.
-    pub fn discard_session(&self, state: &SessionState) {
+    /// Ends a session for good: its subscriptions leave the index, what it
+    /// held through share groups goes to other members, the rest is dropped.
+    pub fn discard_session(&self, state: &mut SessionState) {
+        let id = state.shared.id;
         for filter in state.subscriptions.keys() {
-            self.router.unsubscribe(filter, &state.shared.id);
+            self.remove_subscription(filter, id);
         }
-        state.shared.mailbox.clear();
+        state.subscriptions.clear();
+        self.release_shared(state);
+        state.shared.mailbox.take_where(|_| true);
+    }
+
+    /// Removes the subscription of `session` to `filter` (which may be a
+    /// `$share/...` filter). Returns whether it existed.
+    pub fn remove_subscription(&self, filter: &str, session: u64) -> bool {
+        let (inner, group) = match shared::parse(filter) {
+            Some(Ok((name, inner))) => (inner, Some(Arc::from(name))),
+            _ => (filter, None),
+        };
+        self.router
+            .unsubscribe(inner, &SubscriptionKey { session, group })
+    }
+
+    /// Hands every message a session holds through share groups, queued or
+    /// sent but not yet received (no PUBREC), to other members: the session
+    /// is leaving ([MQTT-4.8.2-5]).
+    pub fn release_shared(&self, state: &mut SessionState) {
+        self.redispatch_queued_shared(state, |_| true);
+        let id = state.shared.id;
+        let (shared, keep): (Vec<_>, Vec<_>) = state.inflight.drain(..).partition(|m| {
+            m.delivery.shared.is_some() && m.state != OutboundState::AwaitingPubComp
+        });
+        state.inflight = keep.into();
+        for m in shared {
+            self.redispatch_shared(m.delivery, id);
+        }
+    }
+
+    /// Redispatches the queued deliveries of `state` whose group passes `which`.
+    pub fn redispatch_queued_shared(
+        &self,
+        state: &SessionState,
+        which: impl Fn(&SharedGroup) -> bool,
+    ) {
+        let id = state.shared.id;
+        let taken = state
+            .shared
+            .mailbox
+            .take_where(|d| d.shared.as_deref().is_some_and(&which));
+        for delivery in taken {
+            self.redispatch_shared(delivery, id);
+        }
     }
 
     /// Routes `message` to every matching session and stores it if it is
@@ -71,40 +119,120 @@ impl Broker {
         }
         let mut lists = Vec::new();
         self.router.matches(&message.topic, &mut lists);
-        let mut queued = 0;
         match lists.as_slice() {
-            [] => {}
-            // One matching filter: each session appears once.
-            [list] => {
-                for sub in list.iter() {
-                    queued += usize::from(self.deliver(&message, &sub.session, sub.options.qos));
-                }
+            [] => 0,
+            // The common case: one matching filter, no share groups, so each
+            // session appears once and nothing needs merging.
+            [list] if list.iter().all(|s| s.share.is_none()) => list
+                .iter()
+                .filter(|s| !(s.options.no_local && s.session.id == message.origin))
+                .map(|s| {
+                    let ids = s.identifier.into_iter().collect();
+                    usize::from(self.deliver(&message, s, s.options.qos, ids, None))
+                })
+                .sum(),
+            _ => self.publish_merged(&message, &lists),
+        }
+    }
+
+    /// Several filters may name the same session: it gets one copy at the
+    /// highest QoS granted, with every subscription identifier
+    /// ([MQTT-3.3.4-3], [MQTT-3.3.4-5]); each share group gets one copy.
+    fn publish_merged(&self, message: &Arc<Message>, lists: &[Arc<[Subscription]>]) -> usize {
+        let mut plain: Vec<&Subscription> = Vec::new();
+        let mut shared: Vec<&Subscription> = Vec::new();
+        for sub in lists.iter().flat_map(|l| l.iter()) {
+            if sub.share.is_some() {
+                shared.push(sub);
+            } else if !(sub.options.no_local && sub.session.id == message.origin) {
+                plain.push(sub);
             }
-            // Several filters may name the same session: it gets one copy at
-            // the highest QoS granted ([MQTT-3.3.5-1]).
-            _ => {
-                let mut targets: Vec<(&Arc<SessionShared>, QoS)> = lists
-                    .iter()
-                    .flat_map(|l| l.iter().map(|s| (&s.session, s.options.qos)))
-                    .collect();
-                targets.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id).then(b.1.cmp(&a.1)));
-                targets.dedup_by_key(|t| t.0.id);
-                for (session, qos) in targets {
-                    queued += usize::from(self.deliver(&message, session, qos));
-                }
+        }
+        let mut queued = 0;
+        plain.sort_unstable_by_key(|s| s.session.id);
+        for same_session in plain.chunk_by(|a, b| a.session.id == b.session.id) {
+            let Some(first) = same_session.first() else {
+                continue;
+            };
+            let qos = same_session
+                .iter()
+                .map(|s| s.options.qos)
+                .max()
+                .unwrap_or_default();
+            let ids = same_session.iter().filter_map(|s| s.identifier).collect();
+            let mut best = (*first).clone();
+            best.options.retain_as_published =
+                same_session.iter().any(|s| s.options.retain_as_published);
+            queued += usize::from(self.deliver(message, &best, qos, ids, None));
+        }
+        shared.sort_unstable_by_key(|s| s.share.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize));
+        for members in shared.chunk_by(|a, b| share_ptr(a) == share_ptr(b)) {
+            let Some(group) = members.first().and_then(|m| m.share.clone()) else {
+                continue;
+            };
+            if let Some(member) = group.pick(members) {
+                let ids = member.identifier.into_iter().collect();
+                queued += usize::from(self.deliver(
+                    message,
+                    member,
+                    member.options.qos,
+                    ids,
+                    Some(group),
+                ));
             }
         }
         queued
     }
 
-    fn deliver(&self, message: &Arc<Message>, session: &SessionShared, granted: QoS) -> bool {
+    /// Hands a delivery that came through a share group to another member,
+    /// because the session holding it left the group ([MQTT-4.8.2-5]).
+    /// Returns false if no other member exists.
+    pub fn redispatch_shared(&self, delivery: Delivery, leaving: u64) -> bool {
+        let Some(group) = delivery.shared.clone() else {
+            return false;
+        };
+        let mut lists = Vec::new();
+        self.router.matches(&delivery.message.topic, &mut lists);
+        let members: Vec<&Subscription> = lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|s| share_ptr(s) == Arc::as_ptr(&group) as usize && s.session.id != leaving)
+            .collect();
+        match group.pick(&members) {
+            Some(member) => {
+                let ids = member.identifier.into_iter().collect();
+                let message = delivery.message;
+                self.deliver(
+                    &message,
+                    member,
+                    member.options.qos.max(delivery.qos),
+                    ids,
+                    Some(group),
+                )
+            }
+            None => false,
+        }
+    }
+
+    fn deliver(
+        &self,
+        message: &Arc<Message>,
+        sub: &Subscription,
+        granted: QoS,
+        subscription_ids: Vec<u32>,
+        shared: Option<Arc<SharedGroup>>,
+    ) -> bool {
         let delivery = Delivery {
             message: message.clone(),
             qos: message.qos.min(granted),
-            retain: false,
+            // Live messages go out with RETAIN 0 unless the subscription
+            // asked for Retain As Published ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
+            retain: message.retain && sub.options.retain_as_published,
+            subscription_ids,
+            shared,
         };
         let qos = delivery.qos;
-        match session.mailbox.push(delivery) {
+        match sub.session.mailbox.push(delivery) {
             Push::Queued => true,
             Push::DroppedFull => {
                 let counter = if qos == QoS::AtMostOnce {
@@ -118,4 +246,8 @@ impl Broker {
             Push::DroppedOffline => false,
         }
     }
+}
+
+fn share_ptr(sub: &Subscription) -> usize {
+    sub.share.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize)
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub max_inflight_messages: u16,
     /// Messages queued per session beyond those in flight.
     pub max_queued_messages: usize,
+    /// Topic aliases an MQTT 5 client may set (Topic Alias Maximum).
+    pub max_topic_alias: u16,
     /// Largest keep-alive a client may ask for; 0 means no limit.
     pub max_keepalive: u16,
     /// Period of the `$SYS/broker/...` updates; zero disables them.
@@ -57,6 +59,7 @@ impl Default for Config {
             max_packet_size: 2_000_000,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
+            max_topic_alias: 10,
             max_keepalive: 65_535,
             sys_interval: Duration::from_secs(10),
             auto_id_prefix: "auto-".into(),
@@ -180,6 +183,7 @@ impl Config {
                     config.max_queued_messages = if n == 0 { usize::MAX } else { n };
                 }
                 "max_keepalive" => config.max_keepalive = number(u16::MAX.into())? as u16,
+                "max_topic_alias" => config.max_topic_alias = number(u16::MAX.into())? as u16,
                 "max_packet_size" => {
                     let n = number(ferrymq_codec::varint::MAX as u64 + 5)? as usize;
                     config.max_packet_size = if n == 0 {

@@ -11,6 +11,7 @@ use ferrymq_codec::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::alias;
 use crate::broker::Broker;
 use crate::metrics::Tally;
 use crate::protocol::Connection;
@@ -103,6 +104,25 @@ pub async fn accept(
         }
     }
 
+    // Enhanced authentication: no method is offered yet, so any is refused
+    // ([MQTT-3.1.2.11.9]: the server must not proceed with an unknown one).
+    if v5 && connect.properties.authentication_method().is_some() {
+        return Err(refuse(
+            ReasonCode::BadAuthenticationMethod,
+            "unsupported authentication method",
+        ));
+    }
+
+    // 3.x: a session outlives the connection unless Clean Session; 5.0: for
+    // its Session Expiry Interval (absent: 0).
+    let expiry_interval = if v5 {
+        connect.properties.session_expiry_interval().unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+
     let connection_id = broker.next_id();
     let kick = shutdown.child_token();
     let done = CancellationToken::new();
@@ -131,29 +151,47 @@ pub async fn accept(
         }
     };
 
-    // MQTT 3.x: a session outlives the connection unless Clean Session.
-    let persistent = !connect.clean_start;
-    let (session, session_present) = match resumed {
+    let (mut session, session_present) = match resumed {
         Some(state) if !connect.clean_start => {
             let mut state = *state;
-            state.persistent = persistent;
+            // Back in time: the delayed will is not published ([MQTT-3.1.3-9]).
+            if let Some(will) = state.delayed_will.take() {
+                will.cancel();
+            }
             (state, true)
         }
-        Some(state) => {
-            broker.discard_session(&state);
-            (broker.new_session(client_id.clone(), persistent), false)
+        Some(mut state) => {
+            // Clean Start ends the old session, and with it a delayed will.
+            if let Some(will) = state.delayed_will.take() {
+                will.fire();
+            }
+            broker.discard_session(&mut state);
+            (
+                broker.new_session(client_id.clone(), expiry_interval),
+                false,
+            )
         }
-        None => (broker.new_session(client_id.clone(), persistent), false),
+        None => (
+            broker.new_session(client_id.clone(), expiry_interval),
+            false,
+        ),
     };
+    session.expiry_interval = expiry_interval;
 
+    let config = &broker.config;
     let mut properties = Properties::new();
-    let mut max_inflight = usize::from(broker.config.max_inflight_messages);
+    let mut max_inflight = usize::from(config.max_inflight_messages);
     let mut client_max_packet = None;
+    let mut client_alias_max = 0;
+    let mut problem_information = true;
     if v5 {
-        if let Some(rm) = connect.properties.receive_maximum() {
+        let p = &connect.properties;
+        if let Some(rm) = p.receive_maximum() {
             max_inflight = max_inflight.min(usize::from(rm));
         }
-        client_max_packet = connect.properties.maximum_packet_size().map(|n| n as usize);
+        client_max_packet = p.maximum_packet_size().map(|n| n as usize);
+        client_alias_max = p.topic_alias_maximum().unwrap_or(0);
+        problem_information = p.request_problem_information() != Some(0);
         if let Some(id) = assigned {
             if let Ok(id) = MqttString::try_from(id) {
                 properties.push(Property::AssignedClientIdentifier(id));
@@ -162,14 +200,23 @@ pub async fn accept(
         if let Some(ka) = server_keep_alive {
             properties.push(Property::ServerKeepAlive(ka));
         }
-        properties.push(Property::ReceiveMaximum(
-            broker.config.max_inflight_messages,
-        ));
-        if let Ok(size) = u32::try_from(broker.config.max_packet_size) {
+        properties.push(Property::ReceiveMaximum(config.max_inflight_messages));
+        if let Ok(size) = u32::try_from(config.max_packet_size) {
             properties.push(Property::MaximumPacketSize(size));
         }
-        properties.push(Property::SharedSubscriptionAvailable(0));
-        properties.push(Property::SubscriptionIdentifierAvailable(0));
+        if config.max_topic_alias > 0 {
+            properties.push(Property::TopicAliasMaximum(config.max_topic_alias));
+        }
+        properties.push(Property::RetainAvailable(1));
+        properties.push(Property::WildcardSubscriptionAvailable(1));
+        properties.push(Property::SubscriptionIdentifierAvailable(1));
+        properties.push(Property::SharedSubscriptionAvailable(1));
+        if p.request_response_information() == Some(1) {
+            // A topic prefix the client may use for responses ([MQTT-3.2.2.3.15]).
+            if let Ok(info) = MqttString::try_from(format!("response/{client_id}")) {
+                properties.push(Property::ResponseInformation(info));
+            }
+        }
     }
 
     // The will is kept for the whole connection: copy it out of the read
@@ -189,6 +236,10 @@ pub async fn accept(
         out: BytesMut::new(),
         max_inflight,
         client_max_packet,
+        aliases_in: alias::Inbound::new(if v5 { config.max_topic_alias } else { 0 }),
+        aliases_out: alias::Outbound::new(client_alias_max),
+        receive_maximum: usize::from(config.max_inflight_messages),
+        problem_information,
         tally: Tally::default(),
     });
     connection.send(&Packet::ConnAck(ConnAck {
@@ -197,7 +248,7 @@ pub async fn accept(
         properties,
     }));
     if session_present {
-        connection.resend_inflight();
+        connection.resend_inflight(std::time::Instant::now());
     }
     Ok(Accepted {
         connection,

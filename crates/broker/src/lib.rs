@@ -14,6 +14,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod alias;
 pub mod broker;
 pub mod config;
 pub mod handshake;
@@ -26,6 +27,8 @@ pub mod registry;
 pub mod retain;
 pub mod router;
 pub mod session;
+pub mod shared;
+pub mod subscribe;
 pub mod sys;
 
 use std::net::SocketAddr;
@@ -79,6 +82,7 @@ impl Server {
             ));
         }
         tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
+        tracker.spawn(expire_sessions(broker.clone(), shutdown.clone()));
         Ok(Server {
             broker,
             addrs,
@@ -98,5 +102,26 @@ impl Server {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// Ends parked sessions whose expiry interval has passed, even with nobody
+/// connected ([MQTT-3.1.2-23]); their delayed wills are published then.
+async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
+    // Expiry is in whole seconds; a quarter-second sweep is ample.
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for mut state in broker.registry.expire(std::time::Instant::now()) {
+            tracing::debug!(client_id = %state.shared.client_id, "session expired");
+            if let Some(will) = state.delayed_will.take() {
+                will.fire();
+            }
+            broker.discard_session(&mut state);
+        }
     }
 }

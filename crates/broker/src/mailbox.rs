@@ -89,6 +89,10 @@ impl Mailbox {
         }
     }
 
+    pub fn is_online(&self) -> bool {
+        self.inner.lock().online
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().queue.len()
     }
@@ -118,11 +122,19 @@ impl Mailbox {
         self.notify.notified().await;
     }
 
-    /// Empties the queue, returning what it held.
-    pub fn clear(&self) -> usize {
+    /// Removes and returns, in order, the deliveries `which` selects.
+    pub fn take_where(&self, mut which: impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
         let mut inner = self.inner.lock();
-        let n = inner.queue.len();
-        inner.queue.clear();
-        n
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(inner.queue.len());
+        for d in inner.queue.drain(..) {
+            if which(&d) {
+                taken.push(d);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        inner.queue = kept;
+        taken
     }
 }

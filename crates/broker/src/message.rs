@@ -2,10 +2,13 @@
 //! to subscribers, and one delivery of it to one session.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrymq_codec::{PacketId, Properties, Protocol, Publish, QoS, TopicName};
+use ferrymq_codec::property::id;
+use ferrymq_codec::{PacketId, Properties, Property, Protocol, Publish, QoS, TopicName};
+
+use crate::shared::SharedGroup;
 
 /// A published message, shared by every session it is routed to.
 #[derive(Debug)]
@@ -14,19 +17,21 @@ pub struct Message {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
-    /// MQTT 5 properties to forward (never Topic Alias or Subscription
-    /// Identifier: those belong to one hop).
+    /// MQTT 5 properties to forward, in order (never Topic Alias or
+    /// Subscription Identifier: those belong to one hop).
     pub properties: Properties,
-    /// When the broker received it, for message expiry.
+    /// When the broker received it: message expiry counts from here.
     pub received: Instant,
+    /// The publishing session, for No Local; 0 for the broker's own.
+    pub origin: u64,
 }
 
 impl Message {
-    pub fn from_publish(publish: Publish, received: Instant) -> Message {
+    pub fn from_publish(publish: Publish, received: Instant, origin: u64) -> Message {
         let mut properties = publish.properties;
         if !properties.is_empty() {
-            properties.remove(ferrymq_codec::property::id::TOPIC_ALIAS);
-            properties.remove(ferrymq_codec::property::id::SUBSCRIPTION_IDENTIFIER);
+            properties.remove(id::TOPIC_ALIAS);
+            properties.remove(id::SUBSCRIPTION_IDENTIFIER);
         }
         Message {
             topic: publish.topic,
@@ -35,7 +40,24 @@ impl Message {
             retain: publish.retain,
             properties,
             received,
+            origin,
         }
+    }
+
+    /// The message expiry left at `now`; `Some(0)` means expired.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let interval = self.properties.message_expiry_interval()?;
+        let elapsed = now.saturating_duration_since(self.received);
+        Some(
+            Duration::from_secs(u64::from(interval))
+                .saturating_sub(elapsed)
+                .as_secs_f64()
+                .ceil() as u32,
+        )
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.remaining_expiry(now) == Some(0)
     }
 }
 
@@ -46,29 +68,52 @@ pub struct Delivery {
     /// min(published QoS, granted QoS).
     pub qos: QoS,
     /// The RETAIN flag to send: set for retained messages sent because of a
-    /// new subscription, clear for live messages.
+    /// new subscription, and for live ones under Retain As Published.
     pub retain: bool,
+    /// Subscription Identifiers of every matching subscription (MQTT 5).
+    pub subscription_ids: Vec<u32>,
+    /// Set when the message reached the session through a share group, so
+    /// it can be handed to another member if this one leaves.
+    pub shared: Option<Arc<SharedGroup>>,
 }
 
 impl Delivery {
-    /// The PUBLISH packet for this delivery.
+    pub fn new(message: Arc<Message>, qos: QoS, retain: bool) -> Delivery {
+        Delivery {
+            message,
+            qos,
+            retain,
+            subscription_ids: Vec::new(),
+            shared: None,
+        }
+    }
+
+    /// The PUBLISH packet for this delivery at `now`: MQTT 5 gets the
+    /// remaining message expiry and the subscription identifiers.
     pub fn to_publish(
         &self,
         packet_id: Option<PacketId>,
         dup: bool,
         protocol: Protocol,
+        now: Instant,
     ) -> Publish {
+        let mut properties = Properties::new();
+        if protocol.is_v5() {
+            properties = self.message.properties.clone();
+            if let Some(left) = self.message.remaining_expiry(now) {
+                properties.set(Property::MessageExpiryInterval(left.max(1)));
+            }
+            for &id in &self.subscription_ids {
+                properties.push(Property::SubscriptionIdentifier(id));
+            }
+        }
         Publish {
             dup,
             qos: self.qos,
             retain: self.retain,
             topic: self.message.topic.clone(),
             packet_id,
-            properties: if protocol.is_v5() {
-                self.message.properties.clone()
-            } else {
-                Properties::new()
-            },
+            properties,
             payload: self.message.payload.clone(),
         }
     }

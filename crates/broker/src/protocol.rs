@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use ferrymq_codec::property::id;
 use ferrymq_codec::{
     encode, encoded_len, Disconnect, Packet, PacketId, Properties, Protocol, PubResponse, Publish,
-    QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    QoS, ReasonCode, Will,
 };
 use tracing::{debug, trace};
 
+use crate::alias;
 use crate::broker::Broker;
 use crate::message::{Delivery, Message};
 use crate::metrics::Tally;
-use crate::session::{OutboundState, SessionState, Subscription};
+use crate::session::{OutboundState, SessionState};
 
 /// Why a connection ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,15 @@ pub struct Connection {
     pub max_inflight: usize,
     /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
     pub client_max_packet: Option<usize>,
+    /// Topic aliases the client sets (MQTT 5).
+    pub aliases_in: alias::Inbound,
+    /// Topic aliases we set towards the client (MQTT 5).
+    pub aliases_out: alias::Outbound,
+    /// Inbound QoS 2 messages awaiting PUBREL we accept at once: the
+    /// Receive Maximum we announced.
+    pub receive_maximum: usize,
+    /// MQTT 5 Request Problem Information: reason strings on acks allowed.
+    pub problem_information: bool,
     pub tally: Tally,
 }
 
@@ -118,17 +129,21 @@ impl Connection {
 
     /// Resends, after a session resumes, what was in flight ([MQTT-4.4.0-1]):
     /// PUBLISH with DUP for unacknowledged messages, PUBREL where PUBREC came.
-    pub fn resend_inflight(&mut self) {
+    pub fn resend_inflight(&mut self, now: Instant) {
         let pending: Vec<_> = self.session.inflight.iter().cloned().collect();
         for m in pending {
-            let packet = match m.state {
-                OutboundState::AwaitingPubComp => Packet::PubRel(PubResponse::new(m.packet_id)),
-                _ => Packet::Publish(
-                    m.delivery
-                        .to_publish(Some(m.packet_id), true, self.protocol),
-                ),
-            };
-            self.send(&packet);
+            match m.state {
+                OutboundState::AwaitingPubComp => {
+                    self.send(&Packet::PubRel(PubResponse::new(m.packet_id)))
+                }
+                _ => {
+                    let mut publish =
+                        m.delivery
+                            .to_publish(Some(m.packet_id), true, self.protocol, now);
+                    self.aliases_out.apply(&mut publish);
+                    self.send(&Packet::Publish(publish));
+                }
+            }
         }
     }
 
@@ -139,7 +154,7 @@ impl Connection {
     /// Returns true when it stopped because the buffer is full: the caller
     /// must come back once it has written, since the mailbox only wakes the
     /// task when a push finds it empty.
-    pub fn drain_mailbox(&mut self) -> bool {
+    pub fn drain_mailbox(&mut self, now: Instant) -> bool {
         let mailbox = self.session.shared.mailbox.clone();
         loop {
             if self.out.len() >= WRITE_HIGH_WATER {
@@ -149,11 +164,17 @@ impl Connection {
             let Some(delivery) = mailbox.pop_if(|d| d.qos == QoS::AtMostOnce || window_open) else {
                 return false;
             };
-            self.deliver(delivery);
+            self.deliver(delivery, now);
         }
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
+    fn deliver(&mut self, delivery: Delivery, now: Instant) {
+        // A message whose expiry passed before onward delivery started is
+        // not sent ([MQTT-3.3.2-5]).
+        if delivery.message.is_expired(now) {
+            trace!("expired message dropped");
+            return;
+        }
         let packet_id = if delivery.qos == QoS::AtMostOnce {
             None
         } else {
@@ -162,20 +183,23 @@ impl Connection {
                 None => return,
             }
         };
-        let packet = Packet::Publish(delivery.to_publish(packet_id, false, self.protocol));
+        let mut publish = delivery.to_publish(packet_id, false, self.protocol, now);
         if let Some(max) = self.client_max_packet {
             // A message too large for this client is dropped for it alone
-            // ([MQTT-3.1.2-25]).
-            if encoded_len(&packet, self.protocol).map_or(true, |n| n > max) {
+            // ([MQTT-3.1.2-25]). Checked with the full topic and room for a
+            // Topic Alias, before an alias is assigned.
+            let len = encoded_len(&Packet::Publish(publish.clone()), self.protocol);
+            if len.map_or(true, |n| n + 3 > max) {
                 trace!("message larger than the client's Maximum Packet Size dropped");
                 return;
             }
         }
+        self.aliases_out.apply(&mut publish);
         if let Some(id) = packet_id {
             self.session.send(id, delivery);
         }
         self.tally.publish_sent += 1;
-        self.send(&packet);
+        self.send(&Packet::Publish(publish));
     }
 
     /// Handles one packet from the client.
@@ -214,10 +238,7 @@ impl Connection {
                 self.send(&Packet::PubComp(comp));
                 Ok(())
             }
-            Packet::Subscribe(s) => {
-                self.on_subscribe(s);
-                Ok(())
-            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
@@ -226,9 +247,7 @@ impl Connection {
                 self.send(&Packet::PingResp);
                 Ok(())
             }
-            Packet::Disconnect(d) => Err(Close::Disconnect {
-                publish_will: d.reason == ReasonCode::DisconnectWithWillMessage,
-            }),
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
             Packet::Connect(_) => Err(Close::violation(
                 ReasonCode::ProtocolError,
                 "second CONNECT",
@@ -246,36 +265,36 @@ impl Connection {
         }
     }
 
-    fn on_publish(&mut self, publish: Publish, now: Instant) -> Result<(), Close> {
+    fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
         self.tally.publish_received += 1;
-        if publish.topic.is_empty() || publish.properties.topic_alias().is_some() {
-            // We announce Topic Alias Maximum 0, so any alias is invalid.
-            return Err(Close::violation(
-                ReasonCode::TopicAliasInvalid,
-                "topic alias not allowed",
-            ));
-        }
-        let qos = publish.qos;
-        let packet_id = publish.packet_id;
-        match (qos, packet_id) {
+        self.aliases_in.resolve(&mut publish)?;
+        let origin = self.session.shared.id;
+        match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
                 self.broker
-                    .publish(Arc::new(Message::from_publish(publish, now)));
+                    .publish(Arc::new(Message::from_publish(publish, now, origin)));
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 let routed = self
                     .broker
-                    .publish(Arc::new(Message::from_publish(publish, now)));
+                    .publish(Arc::new(Message::from_publish(publish, now, origin)));
                 self.send(&Packet::PubAck(self.ack(id, routed)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Deliver on first receipt; a resend (DUP) of a packet id not
                 // yet released by PUBREL is not routed again ([MQTT-4.3.3]).
                 let mut routed = 1;
-                if self.session.inbound_qos2.insert(id.get()) {
+                if !self.session.inbound_qos2.contains(&id.get()) {
+                    if self.session.inbound_qos2.len() >= self.receive_maximum {
+                        return Err(Close::violation(
+                            ReasonCode::ReceiveMaximumExceeded,
+                            "more QoS 2 messages awaiting PUBREL than Receive Maximum",
+                        ));
+                    }
+                    self.session.inbound_qos2.insert(id.get());
                     routed = self
                         .broker
-                        .publish(Arc::new(Message::from_publish(publish, now)));
+                        .publish(Arc::new(Message::from_publish(publish, now, origin)));
                 }
                 self.send(&Packet::PubRec(self.ack(id, routed)));
             }
@@ -297,75 +316,21 @@ impl Connection {
         ack
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe) {
-        let mut reasons = Vec::with_capacity(subscribe.filters.len());
-        let mut retained = Vec::new();
-        for (filter, options) in &subscribe.filters {
-            if filter.starts_with("$share/") {
-                // Shared subscriptions are not implemented yet: refuse them
-                // rather than treat them as ordinary filters.
-                reasons.push(if self.v5() {
-                    ReasonCode::SharedSubscriptionsNotSupported
-                } else {
-                    ReasonCode::UnspecifiedError
-                });
-                continue;
+    /// DISCONNECT from the client. MQTT 5 may change the session expiry,
+    /// but not from 0 to non-zero ([MQTT-3.14.2-2]).
+    fn on_disconnect(&mut self, disconnect: Disconnect) -> Close {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval() {
+            if self.session.expiry_interval == 0 && expiry != 0 {
+                return Close::violation(
+                    ReasonCode::ProtocolError,
+                    "Session Expiry Interval changed from 0 at DISCONNECT",
+                );
             }
-            let sub = Subscription {
-                session: self.session.shared.clone(),
-                options: *options,
-            };
-            self.broker.router.subscribe(filter, sub);
-            self.session
-                .subscriptions
-                .insert(filter.to_string(), *options);
-            reasons.push(match options.qos {
-                QoS::AtMostOnce => ReasonCode::Success,
-                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-            });
-            // Retained messages go to every new or replaced subscription
-            // ([MQTT-3.3.1-6], [MQTT-3.8.4-3]).
-            for message in self.broker.retained.matching(filter) {
-                retained.push(Delivery {
-                    qos: message.qos.min(options.qos),
-                    message,
-                    retain: true,
-                });
-            }
+            self.session.expiry_interval = expiry;
         }
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            properties: Properties::new(),
-            reasons,
-        }));
-        // Retained messages follow the SUBACK in the session's own order.
-        let mailbox = self.session.shared.mailbox.clone();
-        for delivery in retained {
-            if mailbox.push(delivery) != crate::mailbox::Push::Queued {
-                crate::metrics::Metrics::add(&self.broker.metrics.dropped_queue_full, 1);
-            }
+        Close::Disconnect {
+            publish_will: disconnect.reason == ReasonCode::DisconnectWithWillMessage,
         }
-    }
-
-    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
-        let mut reasons = Vec::new();
-        for filter in &unsubscribe.filters {
-            let existed = self.session.subscriptions.remove(filter.as_str()).is_some();
-            self.broker
-                .router
-                .unsubscribe(filter, &self.session.shared.id);
-            reasons.push(if existed {
-                ReasonCode::Success
-            } else {
-                ReasonCode::NoSubscriptionExisted
-            });
-        }
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            properties: Properties::new(),
-            reasons: if self.v5() { reasons } else { Vec::new() },
-        }));
     }
 
     /// Sends MQTT 5 clients the DISCONNECT that `close` calls for.
@@ -381,22 +346,24 @@ impl Connection {
         }
     }
 
-    /// Publishes the will if `close` calls for it ([MQTT-3.1.2-8]).
-    pub fn finish_will(&mut self, close: &Close, now: Instant) {
-        let Some(will) = self.will.take() else {
-            return;
-        };
-        if !close.publishes_will() {
-            return;
-        }
-        let message = Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties: will.properties,
-            received: now,
-        };
-        self.broker.publish(Arc::new(message));
+    /// The will to publish because of `close`, if any ([MQTT-3.1.2-8]).
+    pub fn take_will(&mut self, close: &Close) -> Option<Will> {
+        self.will.take().filter(|_| close.publishes_will())
+    }
+}
+
+/// The message a will becomes: its properties minus the Will Delay
+/// Interval, which is for the broker alone.
+pub fn will_message(will: Will, now: Instant) -> Message {
+    let mut properties = will.properties;
+    properties.remove(id::WILL_DELAY_INTERVAL);
+    Message {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties,
+        received: now,
+        origin: 0,
     }
 }

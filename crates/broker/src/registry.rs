@@ -1,13 +1,15 @@
-//! Client identifier → session. Touched on connect and disconnect only,
-//! never on the publish path, so one mutex is enough.
+//! Client identifier → session. Touched on connect, disconnect and by the
+//! expiry sweep, never on the publish path, so one mutex is enough.
 //!
 //! A slot is either held by a connection or parked. Session takeover
 //! ([MQTT-3.1.4-3]): the new connection cancels the old one's `kick` token,
 //! waits for its `done` token (the old task parks or removes the session
-//! first), then claims the slot.
+//! first), then claims the slot. Parked sessions with a finite expiry are
+//! also kept in deadline order, so the sweep looks only at those due.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -21,15 +23,19 @@ pub enum Slot {
         kick: CancellationToken,
         done: CancellationToken,
     },
-    Parked(Box<SessionState>),
+    Parked {
+        state: Box<SessionState>,
+        /// Key in the deadline index, if the session expires.
+        deadline: Option<(Instant, u64)>,
+    },
 }
 
 /// What a connection found when it claimed a client identifier.
 #[derive(Debug)]
 pub enum Claim {
-    /// A parked session to resume.
+    /// A parked session to resume (or discard, with Clean Start).
     Resumed(Box<SessionState>),
-    /// No session existed (or it was discarded).
+    /// No session existed.
     Fresh,
     /// Another connection holds it: cancel `kick`, wait for `done`, retry.
     Busy {
@@ -39,8 +45,14 @@ pub enum Claim {
 }
 
 #[derive(Debug, Default)]
+struct Inner {
+    slots: HashMap<Arc<str>, Slot>,
+    deadlines: BTreeMap<(Instant, u64), Arc<str>>,
+}
+
+#[derive(Debug, Default)]
 pub struct Registry {
-    slots: Mutex<HashMap<Arc<str>, Slot>>,
+    inner: Mutex<Inner>,
 }
 
 impl Registry {
@@ -52,14 +64,14 @@ impl Registry {
         kick: &CancellationToken,
         done: &CancellationToken,
     ) -> Claim {
-        let mut slots = self.slots.lock();
-        if let Some(Slot::Connected { kick, done, .. }) = slots.get(client_id) {
+        let mut inner = self.inner.lock();
+        if let Some(Slot::Connected { kick, done, .. }) = inner.slots.get(client_id) {
             return Claim::Busy {
                 kick: kick.clone(),
                 done: done.clone(),
             };
         }
-        let previous = slots.insert(
+        let previous = inner.slots.insert(
             client_id.clone(),
             Slot::Connected {
                 connection,
@@ -68,32 +80,82 @@ impl Registry {
             },
         );
         match previous {
-            Some(Slot::Parked(state)) => Claim::Resumed(state),
+            Some(Slot::Parked { state, deadline }) => {
+                if let Some(key) = deadline {
+                    inner.deadlines.remove(&key);
+                }
+                Claim::Resumed(state)
+            }
             _ => Claim::Fresh,
         }
     }
 
-    /// Gives the slot back when `connection` ends: parks `state` if given,
-    /// else removes the entry. Does nothing if the slot is no longer ours.
-    pub fn release(&self, client_id: &Arc<str>, connection: u64, state: Option<SessionState>) {
-        let mut slots = self.slots.lock();
-        match slots.get(client_id) {
+    /// Gives the slot back when `connection` ends: parks `state` if given
+    /// (expiring `state.expiry_interval` seconds after `now`), else removes
+    /// the entry. Does nothing if the slot is no longer ours.
+    pub fn release(
+        &self,
+        client_id: &Arc<str>,
+        connection: u64,
+        state: Option<SessionState>,
+        now: Instant,
+    ) {
+        let mut inner = self.inner.lock();
+        match inner.slots.get(client_id) {
             Some(Slot::Connected { connection: c, .. }) if *c == connection => {}
             _ => return,
         }
         match state {
             Some(state) => {
-                slots.insert(client_id.clone(), Slot::Parked(Box::new(state)));
+                let deadline = (state.expiry_interval != u32::MAX).then(|| {
+                    let at = now + Duration::from_secs(u64::from(state.expiry_interval));
+                    (at, connection)
+                });
+                if let Some(key) = deadline {
+                    inner.deadlines.insert(key, client_id.clone());
+                }
+                inner.slots.insert(
+                    client_id.clone(),
+                    Slot::Parked {
+                        state: Box::new(state),
+                        deadline,
+                    },
+                );
             }
             None => {
-                slots.remove(client_id);
+                inner.slots.remove(client_id);
             }
         }
     }
 
+    /// Removes and returns the parked sessions whose expiry is due.
+    pub fn expire(&self, now: Instant) -> Vec<SessionState> {
+        let mut inner = self.inner.lock();
+        let mut expired = Vec::new();
+        while let Some(entry) = inner.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (key, client_id) = entry.remove_entry();
+            if let Some(Slot::Parked { deadline, .. }) = inner.slots.get(&client_id) {
+                if *deadline == Some(key) {
+                    if let Some(Slot::Parked { state, .. }) = inner.slots.remove(&client_id) {
+                        expired.push(*state);
+                    }
+                }
+            }
+        }
+        expired
+    }
+
+    /// The earliest expiry deadline, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.inner.lock().deadlines.keys().next().map(|k| k.0)
+    }
+
     /// Number of sessions, connected and parked.
     pub fn len(&self) -> usize {
-        self.slots.lock().len()
+        self.inner.lock().slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,10 +163,16 @@ impl Registry {
     }
 
     pub fn parked(&self) -> usize {
-        self.slots
+        self.inner
             .lock()
+            .slots
             .values()
-            .filter(|s| matches!(s, Slot::Parked(_)))
+            .filter(|s| matches!(s, Slot::Parked { .. }))
             .count()
+    }
+
+    /// Whether a session exists for `client_id`.
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.inner.lock().slots.contains_key(client_id)
     }
 }

@@ -14,6 +14,7 @@ use ferrymq_codec::{PacketId, QoS, SubscriptionOptions};
 use crate::mailbox::Mailbox;
 use crate::message::Delivery;
 use crate::router::Subscriber;
+use crate::shared::SharedGroup;
 
 /// The part of a session other tasks may touch.
 #[derive(Debug)]
@@ -29,12 +30,69 @@ pub struct SessionShared {
 pub struct Subscription {
     pub session: Arc<SessionShared>,
     pub options: SubscriptionOptions,
+    /// MQTT 5 Subscription Identifier, sent back with each match.
+    pub identifier: Option<u32>,
+    /// The shared-subscription group, for `$share/{group}/{filter}`.
+    pub share: Option<Arc<SharedGroup>>,
+    key: SubscriptionKey,
+}
+
+/// A session may hold one ordinary subscription and one per share group on
+/// the same filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionKey {
+    pub session: u64,
+    pub group: Option<Arc<str>>,
+}
+
+impl Subscription {
+    pub fn new(
+        session: Arc<SessionShared>,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+        share: Option<Arc<SharedGroup>>,
+    ) -> Subscription {
+        let key = SubscriptionKey {
+            session: session.id,
+            group: share.as_ref().map(|g| g.name.clone()),
+        };
+        Subscription {
+            session,
+            options,
+            identifier,
+            share,
+            key,
+        }
+    }
 }
 
 impl Subscriber for Subscription {
-    type Key = u64;
-    fn key(&self) -> &u64 {
-        &self.session.id
+    type Key = SubscriptionKey;
+    fn key(&self) -> &SubscriptionKey {
+        &self.key
+    }
+}
+
+/// A will published later unless the client returns first
+/// ([MQTT-3.1.3-9]). Cancelling it with `publish_now` set publishes it at
+/// once instead: the session ended before the delay did.
+#[derive(Debug, Clone)]
+pub struct DelayedWill {
+    pub cancel: tokio_util::sync::CancellationToken,
+    pub publish_now: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DelayedWill {
+    /// The client came back: the will is not published.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The session ended: publish the will now.
+    pub fn fire(&self) {
+        self.publish_now
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
     }
 }
 
@@ -60,8 +118,11 @@ pub struct Inflight {
 #[derive(Debug)]
 pub struct SessionState {
     pub shared: Arc<SessionShared>,
-    /// Kept after the connection ends (3.x: Clean Session 0).
-    pub persistent: bool,
+    /// Seconds the session outlives its connection: 0 ends it with the
+    /// connection, `u32::MAX` never (3.x Clean Session 0).
+    pub expiry_interval: u32,
+    /// A will waiting out its Will Delay Interval while the client is away.
+    pub delayed_will: Option<DelayedWill>,
     pub subscriptions: HashMap<String, SubscriptionOptions>,
     /// Outbound QoS 1/2 messages not yet acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
@@ -72,10 +133,11 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(shared: Arc<SessionShared>, persistent: bool) -> SessionState {
+    pub fn new(shared: Arc<SessionShared>, expiry_interval: u32) -> SessionState {
         SessionState {
             shared,
-            persistent,
+            expiry_interval,
+            delayed_will: None,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             inbound_qos2: HashSet::new(),
@@ -146,6 +208,11 @@ impl SessionState {
         }
     }
 
+    /// Whether the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
     /// Messages counted against the in-flight window.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
@@ -166,22 +233,20 @@ mod tests {
             client_id: "c".into(),
             mailbox: Mailbox::new(10),
         });
-        SessionState::new(shared, true)
+        SessionState::new(shared, u32::MAX)
     }
 
     fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            message: Arc::new(Message {
-                topic: TopicName::new("t").unwrap(),
-                payload: Bytes::new(),
-                qos,
-                retain: false,
-                properties: Properties::new(),
-                received: Instant::now(),
-            }),
+        let message = Arc::new(Message {
+            topic: TopicName::new("t").unwrap(),
+            payload: Bytes::new(),
             qos,
             retain: false,
-        }
+            properties: Properties::new(),
+            received: Instant::now(),
+            origin: 0,
+        });
+        Delivery::new(message, qos, false)
     }
 
     #[test]

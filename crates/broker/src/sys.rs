@@ -24,6 +24,7 @@ fn publish(broker: &Broker, topic: &str, value: String) {
         retain: true,
         properties: Properties::new(),
         received: Instant::now(),
+        origin: 0,
     }));
 }
 

@@ -22,7 +22,10 @@ use tracing::{debug, info, info_span, trace, Instrument};
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
 use crate::metrics::Metrics;
-use crate::protocol::{Close, Connection, WRITE_HIGH_WATER};
+use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
+use crate::session::DelayedWill;
+use ferrymq_codec::Will;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Smallest read buffer allocated when data arrives.
 const READ_CHUNK: usize = 4 * 1024;
@@ -256,7 +259,7 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
     let mut last_read = Instant::now();
 
     let close = loop {
-        let more_queued = connection.drain_mailbox();
+        let more_queued = connection.drain_mailbox(Instant::now());
         if let Err(e) = io.write_now(&mut connection.out) {
             break Close::Lost(e.to_string());
         }
@@ -339,23 +342,67 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
     }
     connection.tally.flush(&broker.metrics);
     let now = Instant::now();
-    connection.finish_will(&close, now);
-
+    let will = connection.take_will(&close);
     let dropped = mailbox.set_online(false);
     trace!(dropped, "QoS 0 messages dropped at disconnect");
     broker
         .metrics
         .clients_connected
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let session = connection.session;
-    if session.persistent {
+    let mut session = connection.session;
+    // Whatever reached us through share groups and is not done goes to
+    // members still connected.
+    broker.release_shared(&mut session);
+    if let Some(will) = will {
+        // The will waits for its delay, or until the session ends if sooner.
+        let delay = will
+            .properties
+            .will_delay_interval()
+            .unwrap_or(0)
+            .min(session.expiry_interval);
+        if delay == 0 {
+            broker.publish(Arc::new(will_message(will, now)));
+        } else {
+            session.delayed_will = Some(schedule_will(&broker, will, delay, &shutdown));
+        }
+    }
+    if session.is_persistent() {
         broker
             .registry
-            .release(&client_id, connection_id, Some(session));
+            .release(&client_id, connection_id, Some(session), now);
     } else {
-        broker.discard_session(&session);
-        broker.registry.release(&client_id, connection_id, None);
+        broker.discard_session(&mut session);
+        broker
+            .registry
+            .release(&client_id, connection_id, None, now);
     }
+}
+
+/// Publishes `will` after `delay` seconds unless cancelled first.
+fn schedule_will(
+    broker: &Arc<Broker>,
+    will: Will,
+    delay: u32,
+    shutdown: &CancellationToken,
+) -> DelayedWill {
+    let delayed = DelayedWill {
+        cancel: CancellationToken::new(),
+        publish_now: Arc::new(AtomicBool::new(false)),
+    };
+    let (broker, shutdown, handle) = (broker.clone(), shutdown.clone(), delayed.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
+            () = handle.cancel.cancelled() => {
+                if !handle.publish_now.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+        broker.publish(Arc::new(will_message(will, Instant::now())));
+    });
+    delayed
 }
 
 struct SlotGuard {
@@ -370,7 +417,7 @@ impl Drop for SlotGuard {
         // A no-op when the session was already parked or removed.
         self.broker
             .registry
-            .release(&self.client_id, self.connection_id, None);
+            .release(&self.client_id, self.connection_id, None, Instant::now());
         self.done.cancel();
     }
 }
