@@ -65,6 +65,20 @@ impl TestBroker {
         c
     }
 
+    /// Connects with a CONNECT the caller adjusts; returns the CONNACK too.
+    pub async fn connect_with(
+        &self,
+        protocol: Protocol,
+        client_id: &str,
+        adjust: impl FnOnce(&mut Connect),
+    ) -> (TestClient, ConnAck) {
+        let mut c = TestClient::connect(self.addr, protocol).await;
+        let mut conn = connect(protocol, client_id, true);
+        adjust(&mut conn);
+        let ack = c.handshake(conn).await;
+        (c, ack)
+    }
+
     pub async fn client_v5(&self, client_id: &str, clean: bool) -> TestClient {
         let mut c = TestClient::connect(self.addr, Protocol::V5).await;
         let ack = c.handshake(connect(Protocol::V5, client_id, clean)).await;
@@ -224,6 +238,20 @@ impl TestClient {
                 .collect(),
         }))
         .await;
+        match self.recv().await {
+            Packet::SubAck(ack) => {
+                assert_eq!(ack.packet_id, packet_id);
+                ack.reasons
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Sends a SUBSCRIBE built by the caller and returns the SUBACK codes.
+    pub async fn subscribe_packet(&mut self, mut subscribe: Subscribe) -> Vec<ReasonCode> {
+        let packet_id = self.next_pid();
+        subscribe.packet_id = packet_id;
+        self.send(Packet::Subscribe(subscribe)).await;
         match self.recv().await {
             Packet::SubAck(ack) => {
                 assert_eq!(ack.packet_id, packet_id);

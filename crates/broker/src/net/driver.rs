@@ -184,6 +184,8 @@ async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec:
         if io.rbuf.first().is_some_and(|&b| b != 0x10) {
             return Err("first packet is not CONNECT".into());
         }
+        // Read before decoding, which consumes the packet's bytes.
+        let sniffed = sniff_protocol(&io.rbuf);
         match decode(
             &mut io.rbuf,
             Protocol::V3_1_1,
@@ -203,7 +205,7 @@ async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec:
                     ferrymq_codec::Error::UnsupportedProtocolLevel(_) => {
                         Some((Protocol::V3_1_1, ReasonCode::UnsupportedProtocolVersion))
                     }
-                    _ => match sniff_protocol(&io.rbuf) {
+                    _ => match sniffed {
                         Some(Protocol::V5) => Some((Protocol::V5, e.reason_code())),
                         _ => None,
                     },
