@@ -1,7 +1,7 @@
 //! The state every connection task shares: configuration, topic index,
 //! retained messages, session registry, counters; and the publish path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,11 +11,13 @@ use crate::config::Config;
 use crate::mailbox::{Mailbox, Push};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
+use crate::persist::{self, Persist};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
 use crate::router::Router;
 use crate::session::{OutboundState, SessionShared, SessionState, Subscription, SubscriptionKey};
 use crate::shared::{self, SharedGroup, SharedGroups};
+use ferrymq_store::{Op, WriterHandle};
 
 #[derive(Debug)]
 pub struct Broker {
@@ -24,6 +26,8 @@ pub struct Broker {
     pub retained: RetainStore,
     pub registry: Registry,
     pub shared_groups: SharedGroups,
+    /// Durable state, when persistence is on.
+    pub persist: Option<Persist>,
     pub metrics: Metrics,
     pub started: Instant,
     next_id: AtomicU64,
@@ -31,7 +35,13 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
+        Broker::with_store(config, None)
+    }
+
+    /// A broker that writes durable state through `writer`.
+    pub fn with_store(config: Config, writer: Option<WriterHandle>) -> Arc<Broker> {
         Arc::new(Broker {
+            persist: writer.map(Persist::new),
             config,
             router: Router::new(),
             retained: RetainStore::default(),
@@ -53,6 +63,7 @@ impl Broker {
             id: self.next_id(),
             client_id,
             mailbox: Mailbox::new(self.config.max_queued_messages),
+            durable: AtomicBool::new(self.persist.is_some() && expiry_interval > 0),
         });
         SessionState::new(shared, expiry_interval)
     }
@@ -67,6 +78,30 @@ impl Broker {
         state.subscriptions.clear();
         self.release_shared(state);
         state.shared.mailbox.take_where(|_| true);
+        if state.shared.durable.swap(false, Ordering::Relaxed) {
+            self.store(vec![Op::DeleteSession {
+                client_id: state.shared.client_id.clone(),
+            }]);
+        }
+    }
+
+    /// Submits `ops` to the store without waiting; the sequence number to
+    /// wait for, if anything was submitted.
+    pub fn store(&self, ops: Vec<Op>) -> Option<u64> {
+        match &self.persist {
+            Some(p) if !ops.is_empty() => Some(p.writer.submit(ops)),
+            _ => None,
+        }
+    }
+
+    /// Writes the session record of a durable session.
+    pub fn store_session(&self, state: &SessionState, expires_at: u64) {
+        if state.shared.durable.load(Ordering::Relaxed) {
+            self.store(vec![Op::PutSession {
+                client_id: state.shared.client_id.clone(),
+                record: persist::encode_session(state, expires_at),
+            }]);
+        }
     }
 
     /// Removes the subscription of `session` to `filter` (which may be a
@@ -114,8 +149,29 @@ impl Broker {
     /// Routes `message` to every matching session and stores it if it is
     /// retained. Returns the number of sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        let mut ops = Vec::new();
+        let queued = self.publish_with(message, &mut ops);
+        self.store(ops);
+        queued
+    }
+
+    /// [`Broker::publish`], appending the store writes it calls for to
+    /// `ops` instead of submitting them, so that the caller can wait for
+    /// them before acknowledging.
+    pub fn publish_with(&self, message: Arc<Message>, ops: &mut Vec<Op>) -> usize {
         if message.retain {
             self.retained.set(&message);
+            if self.persist.is_some() {
+                let topic = message.topic.as_mqtt_string().as_bytes().clone();
+                ops.push(if message.payload.is_empty() {
+                    Op::DeleteRetained { topic }
+                } else {
+                    Op::PutRetained {
+                        topic,
+                        record: persist::encode_retained(&message, message.received),
+                    }
+                });
+            }
         }
         let mut lists = Vec::new();
         self.router.matches(&message.topic, &mut lists);
@@ -128,17 +184,22 @@ impl Broker {
                 .filter(|s| !(s.options.no_local && s.session.id == message.origin))
                 .map(|s| {
                     let ids = s.identifier.into_iter().collect();
-                    usize::from(self.deliver(&message, s, s.options.qos, ids, None))
+                    usize::from(self.deliver(&message, s, s.options.qos, ids, None, ops))
                 })
                 .sum(),
-            _ => self.publish_merged(&message, &lists),
+            _ => self.publish_merged(&message, &lists, ops),
         }
     }
 
     /// Several filters may name the same session: it gets one copy at the
     /// highest QoS granted, with every subscription identifier
     /// ([MQTT-3.3.4-3], [MQTT-3.3.4-5]); each share group gets one copy.
-    fn publish_merged(&self, message: &Arc<Message>, lists: &[Arc<[Subscription]>]) -> usize {
+    fn publish_merged(
+        &self,
+        message: &Arc<Message>,
+        lists: &[Arc<[Subscription]>],
+        ops: &mut Vec<Op>,
+    ) -> usize {
         let mut plain: Vec<&Subscription> = Vec::new();
         let mut shared: Vec<&Subscription> = Vec::new();
         for sub in lists.iter().flat_map(|l| l.iter()) {
@@ -163,7 +224,7 @@ impl Broker {
             let mut best = (*first).clone();
             best.options.retain_as_published =
                 same_session.iter().any(|s| s.options.retain_as_published);
-            queued += usize::from(self.deliver(message, &best, qos, ids, None));
+            queued += usize::from(self.deliver(message, &best, qos, ids, None, ops));
         }
         shared.sort_unstable_by_key(|s| s.share.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize));
         for members in shared.chunk_by(|a, b| share_ptr(a) == share_ptr(b)) {
@@ -178,6 +239,7 @@ impl Broker {
                     member.options.qos,
                     ids,
                     Some(group),
+                    ops,
                 ));
             }
         }
@@ -198,7 +260,15 @@ impl Broker {
             .flat_map(|l| l.iter())
             .filter(|s| share_ptr(s) == Arc::as_ptr(&group) as usize && s.session.id != leaving)
             .collect();
-        match group.pick(&members) {
+        let mut ops = Vec::new();
+        if let (Some(seq), true) = (delivery.durable, self.persist.is_some()) {
+            // The copy held for the leaving session is no longer its own.
+            let leaver = self.registry_client_of(&lists, leaving);
+            if let Some(client_id) = leaver {
+                ops.push(Op::DeleteQueued { client_id, seq });
+            }
+        }
+        let delivered = match group.pick(&members) {
             Some(member) => {
                 let ids = member.identifier.into_iter().collect();
                 let message = delivery.message;
@@ -208,10 +278,22 @@ impl Broker {
                     member.options.qos.max(delivery.qos),
                     ids,
                     Some(group),
+                    &mut ops,
                 )
             }
             None => false,
-        }
+        };
+        self.store(ops);
+        delivered
+    }
+
+    /// The client id of session `id` among the subscribers in `lists`.
+    fn registry_client_of(&self, lists: &[Arc<[Subscription]>], id: u64) -> Option<Arc<str>> {
+        lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .find(|s| s.session.id == id)
+            .map(|s| s.session.client_id.clone())
     }
 
     fn deliver(
@@ -221,8 +303,9 @@ impl Broker {
         granted: QoS,
         subscription_ids: Vec<u32>,
         shared: Option<Arc<SharedGroup>>,
+        ops: &mut Vec<Op>,
     ) -> bool {
-        let delivery = Delivery {
+        let mut delivery = Delivery {
             message: message.clone(),
             qos: message.qos.min(granted),
             // Live messages go out with RETAIN 0 unless the subscription
@@ -230,10 +313,30 @@ impl Broker {
             retain: message.retain && sub.options.retain_as_published,
             subscription_ids,
             shared,
+            durable: None,
         };
         let qos = delivery.qos;
+        // QoS 1/2 to a session that outlives its connection is written to
+        // the store before the publisher is acknowledged.
+        let mut write = None;
+        if let Some(p) = &self.persist {
+            if qos != QoS::AtMostOnce && sub.session.durable.load(Ordering::Relaxed) {
+                let seq = p.next_seq();
+                delivery.durable = Some(seq);
+                let record =
+                    persist::encode_delivery(&delivery, persist::Stage::Queued, message.received);
+                write = Some(Op::PutQueued {
+                    client_id: sub.session.client_id.clone(),
+                    seq,
+                    record,
+                });
+            }
+        }
         match sub.session.mailbox.push(delivery) {
-            Push::Queued => true,
+            Push::Queued => {
+                ops.extend(write);
+                true
+            }
             Push::DroppedFull => {
                 let counter = if qos == QoS::AtMostOnce {
                     &self.metrics.dropped_qos0_full

@@ -48,6 +48,10 @@ pub struct Config {
     pub sys_interval: Duration,
     /// Prefix of the client identifiers the broker assigns.
     pub auto_id_prefix: String,
+    /// Keep sessions, queued messages and retained messages on disk.
+    pub persistence: bool,
+    /// Directory of the store.
+    pub persistence_location: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -63,6 +67,8 @@ impl Default for Config {
             max_keepalive: 65_535,
             sys_interval: Duration::from_secs(10),
             auto_id_prefix: "auto-".into(),
+            persistence: true,
+            persistence_location: "ferrymq-data".into(),
         }
     }
 }
@@ -199,6 +205,22 @@ impl Config {
                     config.connect_timeout = Duration::from_secs(number(3600)?.max(1))
                 }
                 "auto_id_prefix" => config.auto_id_prefix = one()?.to_string(),
+                "persistence" => {
+                    config.persistence = match one()? {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(err(format!("persistence: {other:?} is not true or false")))
+                        }
+                    }
+                }
+                "persistence_location" => config.persistence_location = one()?.into(),
+                // Mosquitto snapshots every autosave_interval; ferrymq writes
+                // every acknowledged change before acknowledging it, so
+                // these have nothing to tune. Accepted for compatibility.
+                "autosave_interval" | "autosave_on_changes" | "persistence_file" => {
+                    one()?;
+                }
                 other => {
                     return Err(err(format!(
                         "unknown or not yet supported option {other:?}"

@@ -177,6 +177,14 @@ pub async fn accept(
         ),
     };
     session.expiry_interval = expiry_interval;
+    let durable = broker.persist.is_some() && expiry_interval > 0;
+    session
+        .shared
+        .durable
+        .store(durable, std::sync::atomic::Ordering::Relaxed);
+    if durable && !session_present {
+        broker.store_session(&session, 0);
+    }
 
     let config = &broker.config;
     let mut properties = Properties::new();
@@ -240,6 +248,8 @@ pub async fn accept(
         aliases_out: alias::Outbound::new(client_alias_max),
         receive_maximum: usize::from(config.max_inflight_messages),
         problem_information,
+        pending_acks: Default::default(),
+        store_ops: Vec::new(),
         tally: Tally::default(),
     });
     connection.send(&Packet::ConnAck(ConnAck {

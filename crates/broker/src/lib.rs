@@ -22,6 +22,7 @@ pub mod mailbox;
 pub mod message;
 pub mod metrics;
 pub mod net;
+pub mod persist;
 pub mod protocol;
 pub mod registry;
 pub mod retain;
@@ -54,7 +55,22 @@ pub struct Server {
 impl Server {
     /// Binds every configured listener and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Server> {
-        let broker = Broker::new(config);
+        let writer = if config.persistence {
+            let store = open_store(&config.persistence_location)?;
+            let loaded = store.load().map_err(std::io::Error::other)?;
+            let writer = ferrymq_store::Writer::spawn(store);
+            Some((writer, loaded))
+        } else {
+            None
+        };
+        let (writer, loaded) = match writer {
+            Some((w, l)) => (Some(w), Some(l)),
+            None => (None, None),
+        };
+        let broker = Broker::with_store(config, writer);
+        if let Some(loaded) = loaded {
+            persist::recover(&broker, loaded);
+        }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(
@@ -83,6 +99,7 @@ impl Server {
         }
         tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
         tracker.spawn(expire_sessions(broker.clone(), shutdown.clone()));
+        tracker.spawn(persist::release_acks(broker.clone(), shutdown.clone()));
         Ok(Server {
             broker,
             addrs,
@@ -123,5 +140,24 @@ async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
             }
             broker.discard_session(&mut state);
         }
+    }
+}
+
+/// Opens the store, with an error that names the path and says what to do
+/// when it cannot be read ([issue 6]: never silently discarded).
+fn open_store(path: &std::path::Path) -> std::io::Result<Arc<dyn ferrymq_store::Store>> {
+    std::fs::create_dir_all(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("persistence_location {}: {e}", path.display()),
+        )
+    })?;
+    match ferrymq_store::FjallStore::open(path) {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(e) => Err(std::io::Error::other(format!(
+            "{e}. The store cannot be read; to start with an empty one, move the directory \
+             aside (mv {0} {0}.broken) and start again.",
+            path.display()
+        ))),
     }
 }

@@ -70,6 +70,12 @@ impl Mailbox {
         Push::Queued
     }
 
+    /// Queues a delivery read back from the store, whatever the limits:
+    /// it was accepted before the restart.
+    pub fn push_recovered(&self, delivery: Delivery) {
+        self.inner.lock().queue.push_back(delivery);
+    }
+
     /// Puts deliveries back at the front, in order (used when a session is
     /// resumed with messages that were dequeued but never sent).
     pub fn push_front_all(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
@@ -115,6 +121,11 @@ impl Mailbox {
             inner.queue.retain(|d| d.qos != QoS::AtMostOnce);
             before - inner.queue.len()
         }
+    }
+
+    /// Wakes the session's connection task.
+    pub fn wake(&self) {
+        self.notify.notify_one();
     }
 
     /// Resolves when something was pushed since the last call.

@@ -75,6 +75,8 @@ pub struct Delivery {
     /// Set when the message reached the session through a share group, so
     /// it can be handed to another member if this one leaves.
     pub shared: Option<Arc<SharedGroup>>,
+    /// Its key in the store, when it was written there.
+    pub durable: Option<u64>,
 }
 
 impl Delivery {
@@ -85,6 +87,7 @@ impl Delivery {
             retain,
             subscription_ids: Vec::new(),
             shared: None,
+            durable: None,
         }
     }
 

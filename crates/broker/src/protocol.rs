@@ -18,7 +18,10 @@ use crate::alias;
 use crate::broker::Broker;
 use crate::message::{Delivery, Message};
 use crate::metrics::Tally;
-use crate::session::{OutboundState, SessionState};
+use crate::persist::{self, Stage};
+use crate::session::{OutboundState, PubRec, SessionState};
+use ferrymq_store::Op;
+use std::collections::VecDeque;
 
 /// Why a connection ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +110,11 @@ pub struct Connection {
     pub receive_maximum: usize,
     /// MQTT 5 Request Problem Information: reason strings on acks allowed.
     pub problem_information: bool,
+    /// Acknowledgements waiting for the store, with the sequence number
+    /// each waits for, in the order they must go out.
+    pub pending_acks: VecDeque<(u64, Packet)>,
+    /// Store writes gathered while handling packets, submitted in one go.
+    pub store_ops: Vec<Op>,
     pub tally: Tally,
 }
 
@@ -173,6 +181,7 @@ impl Connection {
         // not sent ([MQTT-3.3.2-5]).
         if delivery.message.is_expired(now) {
             trace!("expired message dropped");
+            self.forget(&delivery);
             return;
         }
         let packet_id = if delivery.qos == QoS::AtMostOnce {
@@ -196,6 +205,11 @@ impl Connection {
         }
         self.aliases_out.apply(&mut publish);
         if let Some(id) = packet_id {
+            if delivery.qos == QoS::ExactlyOnce {
+                // A restart resends with the same packet id, so the client
+                // can recognise the duplicate.
+                self.remember(&delivery, Stage::Sent(id));
+            }
             self.session.send(id, delivery);
         }
         self.tally.publish_sent += 1;
@@ -207,35 +221,51 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p, now),
             Packet::PubAck(r) => {
-                if !self.session.puback(r.packet_id) {
-                    trace!(packet_id = r.packet_id, "PUBACK for unknown packet id");
+                match self.session.puback(r.packet_id) {
+                    Some(done) => self.forget(&done.delivery),
+                    None => trace!(packet_id = r.packet_id, "PUBACK for unknown packet id"),
                 }
                 Ok(())
             }
             Packet::PubRec(r) => {
                 let mut rel = PubResponse::new(r.packet_id);
+                let outcome = self.session.pubrec(r.packet_id);
                 if r.reason.is_error() {
                     // MQTT 5: a PUBREC with an error ends the exchange.
-                    self.session.pubrec(r.packet_id);
-                    self.session.pubcomp(r.packet_id);
+                    if let Some(done) = self.session.pubcomp(r.packet_id) {
+                        self.forget(&done.delivery);
+                    }
                     return Ok(());
                 }
-                if !self.session.pubrec(r.packet_id) {
-                    rel.reason = ReasonCode::PacketIdentifierNotFound;
+                match outcome {
+                    PubRec::Released(m) => self.remember(&m.delivery, Stage::Released(m.packet_id)),
+                    PubRec::Repeated => {}
+                    PubRec::Unknown => rel.reason = ReasonCode::PacketIdentifierNotFound,
                 }
                 self.send(&Packet::PubRel(rel));
                 Ok(())
             }
             Packet::PubComp(r) => {
-                self.session.pubcomp(r.packet_id);
+                if let Some(done) = self.session.pubcomp(r.packet_id) {
+                    self.forget(&done.delivery);
+                }
                 Ok(())
             }
             Packet::PubRel(r) => {
                 let mut comp = PubResponse::new(r.packet_id);
-                if !self.session.inbound_qos2.remove(&r.packet_id.get()) {
+                if self.session.inbound_qos2.remove(&r.packet_id.get()) {
+                    if self.durable() {
+                        self.store_ops.push(Op::DeleteInbound {
+                            client_id: self.session.shared.client_id.clone(),
+                            packet_id: r.packet_id.get(),
+                        });
+                    }
+                } else {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
                 }
-                self.send(&Packet::PubComp(comp));
+                // PUBCOMP goes out in order behind acknowledgements still
+                // waiting for the store.
+                self.queue_ack(Vec::new(), Packet::PubComp(comp));
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -269,16 +299,18 @@ impl Connection {
         self.tally.publish_received += 1;
         self.aliases_in.resolve(&mut publish)?;
         let origin = self.session.shared.id;
+        let mut ops = Vec::new();
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.broker
-                    .publish(Arc::new(Message::from_publish(publish, now, origin)));
+                let message = Arc::new(Message::from_publish(publish, now, origin));
+                self.broker.publish_with(message, &mut ops);
+                self.broker.store(ops);
             }
             (QoS::AtLeastOnce, Some(id)) => {
-                let routed = self
-                    .broker
-                    .publish(Arc::new(Message::from_publish(publish, now, origin)));
-                self.send(&Packet::PubAck(self.ack(id, routed)));
+                let message = Arc::new(Message::from_publish(publish, now, origin));
+                let routed = self.broker.publish_with(message, &mut ops);
+                let ack = Packet::PubAck(self.ack(id, routed));
+                self.queue_ack(ops, ack);
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Deliver on first receipt; a resend (DUP) of a packet id not
@@ -292,11 +324,19 @@ impl Connection {
                         ));
                     }
                     self.session.inbound_qos2.insert(id.get());
-                    routed = self
-                        .broker
-                        .publish(Arc::new(Message::from_publish(publish, now, origin)));
+                    let message = Arc::new(Message::from_publish(publish, now, origin));
+                    routed = self.broker.publish_with(message, &mut ops);
+                    if self.durable() {
+                        // Exactly once survives a restart: the id is known
+                        // as received in the same batch as the deliveries.
+                        ops.push(Op::PutInbound {
+                            client_id: self.session.shared.client_id.clone(),
+                            packet_id: id.get(),
+                        });
+                    }
                 }
-                self.send(&Packet::PubRec(self.ack(id, routed)));
+                let rec = Packet::PubRec(self.ack(id, routed));
+                self.queue_ack(ops, rec);
             }
             (_, None) => {
                 return Err(Close::violation(
@@ -306,6 +346,74 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Sends `ack` once `ops` (and everything acknowledged before it) is
+    /// durable; at once when nothing waits ([MQTT-4.6.0-2]: in order).
+    fn queue_ack(&mut self, ops: Vec<Op>, ack: Packet) {
+        let seq = match self.broker.store(ops) {
+            Some(seq) => seq,
+            None => match self.pending_acks.back() {
+                Some((last, _)) => *last,
+                None => return self.send(&ack),
+            },
+        };
+        self.pending_acks.push_back((seq, ack));
+        if let Some(p) = &self.broker.persist {
+            p.wake_when_durable(seq, &self.session.shared.mailbox);
+        }
+        self.flush_acks();
+    }
+
+    /// Sends the acknowledgements whose writes are durable.
+    pub fn flush_acks(&mut self) {
+        let broker = self.broker.clone();
+        let Some(p) = &broker.persist else {
+            return;
+        };
+        while let Some((seq, _)) = self.pending_acks.front() {
+            if !p.writer.is_durable(*seq) {
+                break;
+            }
+            if let Some((_, ack)) = self.pending_acks.pop_front() {
+                self.send(&ack);
+            }
+        }
+    }
+
+    /// Submits the store writes gathered while handling packets.
+    pub fn flush_store_ops(&mut self) {
+        if !self.store_ops.is_empty() {
+            self.broker.store(std::mem::take(&mut self.store_ops));
+        }
+    }
+
+    fn durable(&self) -> bool {
+        self.session
+            .shared
+            .durable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The delivery is done: remove it from the store.
+    fn forget(&mut self, delivery: &Delivery) {
+        if let Some(seq) = delivery.durable {
+            self.store_ops.push(Op::DeleteQueued {
+                client_id: self.session.shared.client_id.clone(),
+                seq,
+            });
+        }
+    }
+
+    /// Records the delivery's new stage in the store.
+    fn remember(&mut self, delivery: &Delivery, stage: Stage) {
+        if let Some(seq) = delivery.durable {
+            self.store_ops.push(Op::PutQueued {
+                client_id: self.session.shared.client_id.clone(),
+                seq,
+                record: persist::encode_delivery(delivery, stage, Instant::now()),
+            });
+        }
     }
 
     fn ack(&self, packet_id: PacketId, routed: usize) -> PubResponse {

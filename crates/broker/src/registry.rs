@@ -128,6 +128,22 @@ impl Registry {
         }
     }
 
+    /// Parks a session read back from the store.
+    pub fn restore(&self, client_id: Arc<str>, state: SessionState, deadline: Option<Instant>) {
+        let mut inner = self.inner.lock();
+        let key = deadline.map(|at| (at, state.shared.id));
+        if let Some(key) = key {
+            inner.deadlines.insert(key, client_id.clone());
+        }
+        inner.slots.insert(
+            client_id,
+            Slot::Parked {
+                state: Box::new(state),
+                deadline: key,
+            },
+        );
+    }
+
     /// Removes and returns the parked sessions whose expiry is due.
     pub fn expire(&self, now: Instant) -> Vec<SessionState> {
         let mut inner = self.inner.lock();

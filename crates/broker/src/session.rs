@@ -23,6 +23,9 @@ pub struct SessionShared {
     pub id: u64,
     pub client_id: Arc<str>,
     pub mailbox: Arc<Mailbox>,
+    /// Whether deliveries to this session are written to the store: it
+    /// outlives its connection and persistence is on.
+    pub durable: std::sync::atomic::AtomicBool,
 }
 
 /// One entry of the topic index: a session and its options for a filter.
@@ -96,6 +99,23 @@ impl DelayedWill {
     }
 }
 
+/// What a PUBREC did.
+#[derive(Debug)]
+pub enum PubRec {
+    /// The message moved on to PUBREL (a copy of its new state).
+    Released(Inflight),
+    /// Already released: PUBREL is sent again.
+    Repeated,
+    Unknown,
+}
+
+/// What a session remembers of one of its subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
 /// Where an outbound QoS 1/2 message stands ([MQTT-4.3]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboundState {
@@ -123,7 +143,8 @@ pub struct SessionState {
     pub expiry_interval: u32,
     /// A will waiting out its Will Delay Interval while the client is away.
     pub delayed_will: Option<DelayedWill>,
-    pub subscriptions: HashMap<String, SubscriptionOptions>,
+    /// Filter (as subscribed, `$share/...` included) → its options.
+    pub subscriptions: HashMap<String, SubscriptionRecord>,
     /// Outbound QoS 1/2 messages not yet acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL:
@@ -180,32 +201,34 @@ impl SessionState {
     }
 
     /// PUBACK: the QoS 1 message is done. False if no such message.
-    pub fn puback(&mut self, packet_id: PacketId) -> bool {
-        match self.position(packet_id, OutboundState::AwaitingPubAck) {
-            Some(i) => self.inflight.remove(i).is_some(),
-            None => false,
-        }
+    pub fn puback(&mut self, packet_id: PacketId) -> Option<Inflight> {
+        let i = self.position(packet_id, OutboundState::AwaitingPubAck)?;
+        self.inflight.remove(i)
     }
 
     /// PUBREC: the message is stored at the client; PUBREL follows. A
     /// repeated PUBREC for a message already released is answered again.
-    pub fn pubrec(&mut self, packet_id: PacketId) -> bool {
+    pub fn pubrec(&mut self, packet_id: PacketId) -> PubRec {
         if let Some(i) = self.position(packet_id, OutboundState::AwaitingPubRec) {
             if let Some(m) = self.inflight.get_mut(i) {
                 m.state = OutboundState::AwaitingPubComp;
-                return true;
+                return PubRec::Released(m.clone());
             }
         }
-        self.position(packet_id, OutboundState::AwaitingPubComp)
+        if self
+            .position(packet_id, OutboundState::AwaitingPubComp)
             .is_some()
+        {
+            PubRec::Repeated
+        } else {
+            PubRec::Unknown
+        }
     }
 
     /// PUBCOMP: the QoS 2 exchange is over.
-    pub fn pubcomp(&mut self, packet_id: PacketId) -> bool {
-        match self.position(packet_id, OutboundState::AwaitingPubComp) {
-            Some(i) => self.inflight.remove(i).is_some(),
-            None => false,
-        }
+    pub fn pubcomp(&mut self, packet_id: PacketId) -> Option<Inflight> {
+        let i = self.position(packet_id, OutboundState::AwaitingPubComp)?;
+        self.inflight.remove(i)
     }
 
     /// Whether the session outlives its connection.
@@ -232,6 +255,7 @@ mod tests {
             id: 1,
             client_id: "c".into(),
             mailbox: Mailbox::new(10),
+            durable: Default::default(),
         });
         SessionState::new(shared, u32::MAX)
     }
@@ -267,11 +291,14 @@ mod tests {
         let mut s = session();
         let id = s.allocate_packet_id().unwrap();
         s.send(id, delivery(QoS::ExactlyOnce));
-        assert!(!s.puback(id), "PUBACK does not complete a QoS 2 message");
-        assert!(!s.pubcomp(id), "PUBCOMP before PUBREC is unknown");
-        assert!(s.pubrec(id));
-        assert!(s.pubrec(id), "a repeated PUBREC is answered again");
-        assert!(s.pubcomp(id));
+        assert!(
+            s.puback(id).is_none(),
+            "PUBACK does not complete a QoS 2 message"
+        );
+        assert!(s.pubcomp(id).is_none(), "PUBCOMP before PUBREC is unknown");
+        assert!(matches!(s.pubrec(id), PubRec::Released(_)));
+        assert!(matches!(s.pubrec(id), PubRec::Repeated), "answered again");
+        assert!(s.pubcomp(id).is_some());
         assert_eq!(s.inflight_len(), 0);
     }
 }

@@ -10,7 +10,7 @@ use crate::mailbox::Push;
 use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::protocol::{Close, Connection};
-use crate::session::Subscription;
+use crate::session::{Subscription, SubscriptionRecord};
 use crate::shared;
 
 impl Connection {
@@ -45,9 +45,13 @@ impl Connection {
             let is_shared = share.is_some();
             let sub = Subscription::new(self.session.shared.clone(), *options, identifier, share);
             let is_new = self.broker.router.subscribe(inner, sub);
-            self.session
-                .subscriptions
-                .insert(filter.to_string(), *options);
+            self.session.subscriptions.insert(
+                filter.to_string(),
+                SubscriptionRecord {
+                    options: *options,
+                    identifier,
+                },
+            );
             reasons.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::Success,
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -74,6 +78,7 @@ impl Connection {
                 }
             }
         }
+        self.broker.store_session(&self.session, 0);
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             properties: Properties::new(),
@@ -106,6 +111,7 @@ impl Connection {
                 ReasonCode::NoSubscriptionExisted
             });
         }
+        self.broker.store_session(&self.session, 0);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             properties: Properties::new(),

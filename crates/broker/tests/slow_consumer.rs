@@ -58,34 +58,43 @@ async fn many_publishers_into_one_subscriber_are_served_fairly() {
     let mut sub = b.client("sink", true).await;
     sub.subscribe(&[("in/+", QoS::AtMostOnce)]).await;
     const EACH: usize = 20_000;
-    let mut tasks = Vec::new();
+    // The subscriber reads all along, counting deliveries per publisher.
+    let reader = tokio::spawn(async move {
+        let mut counts = [0usize; 4];
+        while let Ok(Some(Packet::Publish(m))) = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            sub.try_recv(ferrymq_testkit::WAIT),
+        )
+        .await
+        {
+            counts[usize::from(m.payload[0])] += 1;
+        }
+        counts
+    });
+    let mut publishers = Vec::new();
     for n in 0..4u8 {
-        let mut p = b.client(&format!("src{n}"), true).await;
-        let topic = format!("in/{n}");
+        publishers.push(b.client(&format!("src{n}"), true).await);
+    }
+    // All four start their bursts together.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(4));
+    let mut tasks = Vec::new();
+    for (n, mut p) in publishers.into_iter().enumerate() {
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
-            let one = raw::publish_v311(0x00, topic.as_bytes(), None, &[n; 16]);
+            let topic = format!("in/{n}");
+            let one = raw::publish_v311(0x00, topic.as_bytes(), None, &[n as u8; 16]);
             let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * EACH).collect();
+            start.wait().await;
             p.send_raw(&burst).await;
             p.sync().await;
             p
         }));
     }
-    let mut counts = [0usize; 4];
-    let mut total = 0;
-    // Read until every publisher is done and the stream has gone quiet.
-    let mut publishers = Vec::new();
     for t in tasks {
-        publishers.push(t.await.unwrap());
+        t.await.unwrap();
     }
-    while let Ok(Some(Packet::Publish(m))) = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        sub.try_recv(ferrymq_testkit::WAIT),
-    )
-    .await
-    {
-        counts[usize::from(m.payload[0])] += 1;
-        total += 1;
-    }
+    let counts = reader.await.unwrap();
+    let total: usize = counts.iter().sum();
     assert!(total > 0);
     for (n, c) in counts.iter().enumerate() {
         assert!(

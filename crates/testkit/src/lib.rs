@@ -29,6 +29,7 @@ pub fn test_config() -> Config {
     Config {
         listeners: vec![ListenerConfig::new("127.0.0.1:0".parse().unwrap())],
         sys_interval: Duration::ZERO,
+        persistence: false,
         ..Config::default()
     }
 }
