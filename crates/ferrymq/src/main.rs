@@ -1,6 +1,7 @@
 //! The `ferrymq` binary: one clap front end over the library crates.
 
 mod broker_cmd;
+mod passwd_cmd;
 
 use std::process::ExitCode;
 
@@ -24,7 +25,7 @@ enum Command {
     /// MQTT 5 request/response (mosquitto_rr).
     Rr,
     /// Manage a password file (mosquitto_passwd).
-    Passwd,
+    Passwd(passwd_cmd::PasswdArgs),
     /// Load generator: connections, publishers, subscribers, latency.
     Bench,
 }
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
         Command::Pub => "pub",
         Command::Sub => "sub",
         Command::Rr => "rr",
-        Command::Passwd => "passwd",
+        Command::Passwd(args) => return passwd_cmd::run(args),
         Command::Bench => "bench",
     };
     eprintln!("ferrymq {name}: not built yet");
