@@ -135,6 +135,8 @@ pub struct TestClient {
     pub protocol: Protocol,
     buf: BytesMut,
     next_id: u16,
+    /// Packets that arrived while waiting for a specific one.
+    stash: std::collections::VecDeque<Packet>,
 }
 
 impl TestClient {
@@ -149,6 +151,7 @@ impl TestClient {
             protocol,
             buf: BytesMut::new(),
             next_id: 1,
+            stash: Default::default(),
         }
     }
 
@@ -168,6 +171,13 @@ impl TestClient {
         self.stream.write_all(&out).await.unwrap();
     }
 
+    /// Sends `packet`; false if the connection is gone.
+    pub async fn try_send(&mut self, packet: Packet) -> bool {
+        let mut out = BytesMut::new();
+        encode(&packet, self.protocol, &mut out).unwrap();
+        self.stream.write_all(&out).await.is_ok()
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }
@@ -183,10 +193,16 @@ impl TestClient {
     /// The next packet, `None` if the broker closed the connection; panics
     /// if nothing happens within `wait`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Packet> {
+        if let Some(p) = self.stash.pop_front() {
+            return Some(p);
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(p) = decode(&mut self.buf, self.protocol, usize::MAX).unwrap() {
                 return Some(p);
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(16 * 1024);
             }
             let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
                 .await
@@ -200,6 +216,9 @@ impl TestClient {
 
     /// Asserts that nothing arrives within `quiet` (a bounded negative check).
     pub async fn expect_nothing(&mut self, quiet: Duration) {
+        if let Some(p) = self.stash.pop_front() {
+            panic!("unexpected packet {p:?}");
+        }
         if let Some(p) = decode(&mut self.buf, self.protocol, usize::MAX).unwrap() {
             panic!("unexpected packet {p:?}");
         }
@@ -323,9 +342,16 @@ impl TestClient {
             (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(PubResponse::new(id))).await,
             (QoS::ExactlyOnce, Some(id)) => {
                 self.send(Packet::PubRec(PubResponse::new(id))).await;
-                match self.recv().await {
-                    Packet::PubRel(r) => assert_eq!(r.packet_id, id),
-                    other => panic!("expected PUBREL, got {other:?}"),
+                // Other packets may come first; keep them for later.
+                let mut skipped = Vec::new();
+                loop {
+                    match self.recv().await {
+                        Packet::PubRel(r) if r.packet_id == id => break,
+                        other => skipped.push(other),
+                    }
+                }
+                for p in skipped.into_iter().rev() {
+                    self.stash.push_front(p);
                 }
                 self.send(Packet::PubComp(PubResponse::new(id))).await;
             }

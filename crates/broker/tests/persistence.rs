@@ -1,0 +1,128 @@
+//! Durable state across a broker restart (clean shutdown here; the
+//! SIGKILL crash test is in crates/ferrymq/tests/crash.rs).
+
+use std::path::Path;
+
+use ferrymq_codec::{Packet, Protocol, PubResponse, QoS};
+use ferrymq_testkit::{connect, publish, test_config, TestBroker, TestClient};
+
+async fn start(dir: &Path) -> TestBroker {
+    let mut config = test_config();
+    config.persistence = true;
+    config.persistence_location = dir.to_path_buf();
+    TestBroker::with_config(config).await
+}
+
+async fn resume(b: &TestBroker, id: &str) -> TestClient {
+    let mut c = TestClient::connect(b.addr, Protocol::V3_1_1).await;
+    let ack = c.handshake(connect(Protocol::V3_1_1, id, false)).await;
+    assert!(ack.session_present, "{id}: session restored");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_subscriptions_and_retained_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut s = b.client("keeper", false).await;
+    s.subscribe(&[("d/#", QoS::ExactlyOnce)]).await;
+    s.disconnect().await;
+    let mut p = b.client("p", true).await;
+    p.publish("d/1", b"one", QoS::AtLeastOnce, false).await;
+    p.publish("d/2", b"two", QoS::ExactlyOnce, false).await;
+    p.publish("d/r", b"kept", QoS::AtLeastOnce, true).await;
+    p.publish("d/0", b"zero", QoS::AtMostOnce, false).await;
+    drop(p);
+    b.server.shutdown().await;
+
+    let b = start(dir.path()).await;
+    let mut s = resume(&b, "keeper").await;
+    let got: Vec<_> = [
+        s.recv_publish().await,
+        s.recv_publish().await,
+        s.recv_publish().await,
+    ]
+    .into_iter()
+    .map(|m| (m.topic.to_string(), m.qos))
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("d/1".into(), QoS::AtLeastOnce),
+            ("d/2".into(), QoS::ExactlyOnce),
+            ("d/r".into(), QoS::AtLeastOnce)
+        ]
+    );
+    // The subscription itself came back.
+    let mut p = b.client("p2", true).await;
+    p.publish("d/3", b"three", QoS::AtLeastOnce, false).await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"three");
+    let mut late = b.client("late", true).await;
+    late.subscribe(&[("d/r", QoS::AtLeastOnce)]).await;
+    let r = late.recv_publish().await;
+    assert!(r.retain);
+    assert_eq!(&r.payload[..], b"kept");
+    s.disconnect().await;
+    b.server.shutdown().await;
+
+    // Acknowledged deliveries are gone from the store.
+    let b = start(dir.path()).await;
+    let mut s = resume(&b, "keeper").await;
+    s.expect_nothing(std::time::Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_qos2_keeps_its_packet_id_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut s = b.client("q2", false).await;
+    s.subscribe(&[("x", QoS::ExactlyOnce)]).await;
+    let mut p = b.client("p", true).await;
+    p.publish("x", b"once", QoS::ExactlyOnce, false).await;
+    let first = match s.recv().await {
+        Packet::Publish(m) => m,
+        other => panic!("{other:?}"),
+    };
+    // The client stored it; PUBREC is lost with the broker.
+    drop(s);
+    drop(p);
+    b.server.shutdown().await;
+    let b = start(dir.path()).await;
+    let mut s = resume(&b, "q2").await;
+    let again = s.recv_publish().await;
+    assert!(again.dup);
+    assert_eq!(
+        again.packet_id, first.packet_id,
+        "same id: the client can tell it is a duplicate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_qos2_is_not_routed_twice_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut s = b.client("sink", false).await;
+    s.subscribe(&[("e", QoS::ExactlyOnce)]).await;
+    s.disconnect().await;
+    let mut p = b.client("pub", false).await;
+    let m = publish("e", b"exactly", QoS::ExactlyOnce, false, 5);
+    p.send(Packet::Publish(m.clone())).await;
+    assert!(matches!(p.recv().await, Packet::PubRec(_)));
+    drop(p);
+    b.server.shutdown().await;
+
+    let b = start(dir.path()).await;
+    let mut p = resume(&b, "pub").await;
+    let mut dup = m;
+    dup.dup = true;
+    p.send(Packet::Publish(dup)).await;
+    assert!(matches!(p.recv().await, Packet::PubRec(_)));
+    p.send(Packet::PubRel(PubResponse::new(ferrymq_testkit::pid(5))))
+        .await;
+    assert!(matches!(p.recv().await, Packet::PubComp(_)));
+    let mut s = resume(&b, "sink").await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"exactly");
+    s.expect_nothing(std::time::Duration::from_millis(200))
+        .await;
+}
