@@ -3,8 +3,13 @@
 # Each check prints PASS or FAIL with its name; the last line is
 # "N passed, M failed" and the exit status is non-zero on any failure.
 #
-# Needs: mosquitto-clients (mosquitto_pub, mosquitto_sub). .ci/run installs
-# them. Usage: tests/interop/run.sh [path/to/ferrymq]
+# Needs: mosquitto and mosquitto-clients, paho-mqtt (pip), MQTT.js (npm ci
+# in tests/interop/node), umqtt.simple2 (tests/interop/umqtt/fetch.py).
+# .ci/run installs them. Usage: tests/interop/run.sh [path/to/ferrymq]
+#
+# Sections: Mosquitto's clients against ferrymq (here), ferrymq's own tools
+# against the Mosquitto broker and next to mosquitto_sub
+# (ferrymq_tools.sh), client libraries against ferrymq (libraries.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -98,6 +103,9 @@ done
 
 got=$(mosquitto_sub "${H[@]}" -t '$SYS/broker/version' -C 1 -W 5 2>&1)
 [[ "$got" == "ferrymq version "* ]] && pass "\$SYS/broker/version" || fail "\$SYS/broker/version" "got '$got'"
+
+source tests/interop/ferrymq_tools.sh
+source tests/interop/libraries.sh
 
 kill -TERM "$BROKER"
 if wait "$BROKER"; then pass "broker exits 0 on SIGTERM"; else fail "broker exits 0 on SIGTERM"; fi

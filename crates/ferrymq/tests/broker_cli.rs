@@ -141,9 +141,7 @@ fn unknown_config_option_names_file_and_line() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["pub", "sub", "rr", "bench"] {
-        let out = ferrymq().arg(sub).output().unwrap();
-        assert!(!out.status.success(), "{sub}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-    }
+    let out = ferrymq().arg("bench").output().unwrap();
+    assert!(!out.status.success(), "bench");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
 }

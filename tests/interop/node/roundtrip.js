@@ -1,0 +1,54 @@
+// MQTT.js publish/subscribe round trip against a broker.
+// Usage: node roundtrip.js HOST PORT (4|5)
+// Subscribes at QoS 2, publishes at QoS 0/1/2 (MQTT 5: with a user
+// property), checks each message arrives. Exits 0 on success, 1 otherwise;
+// every wait is bounded.
+"use strict";
+const mqtt = require("mqtt");
+
+const [host, port, version] = process.argv.slice(2);
+const protocolVersion = Number(version);
+const topic = `interop/mqttjs/${version}`;
+const timer = setTimeout(() => fail("timed out"), 10000);
+
+function fail(why) {
+  console.error(why);
+  process.exit(1);
+}
+
+const client = mqtt.connect({
+  host,
+  port: Number(port),
+  protocolVersion,
+  clientId: `mqttjs-${version}`,
+  reconnectPeriod: 0,
+  connectTimeout: 5000,
+});
+client.on("error", (e) => fail(`error: ${e.message}`));
+
+const got = [];
+client.on("message", (t, payload, packet) => {
+  got.push({ payload: payload.toString(), qos: packet.qos, props: packet.properties });
+  if (got.length === 3) {
+    got.sort((a, b) => a.qos - b.qos);
+    for (const [i, m] of got.entries()) {
+      if (m.payload !== `mqttjs ${i}` || m.qos !== i) fail(`unexpected ${JSON.stringify(got)}`);
+      if (protocolVersion === 5 && !(m.props && m.props.userProperties && m.props.userProperties.k === "v")) {
+        fail(`user property lost: ${JSON.stringify(m.props)}`);
+      }
+    }
+    clearTimeout(timer);
+    client.end(false, {}, () => process.exit(0));
+  }
+});
+
+client.on("connect", () => {
+  client.subscribe(topic, { qos: 2 }, (err, granted) => {
+    if (err || granted[0].qos !== 2) fail(`subscribe failed: ${err || JSON.stringify(granted)}`);
+    for (const qos of [0, 1, 2]) {
+      const opts = { qos };
+      if (protocolVersion === 5) opts.properties = { userProperties: { k: "v" } };
+      client.publish(topic, `mqttjs ${qos}`, opts, (e) => e && fail(`publish ${qos}: ${e.message}`));
+    }
+  });
+});

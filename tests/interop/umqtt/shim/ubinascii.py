@@ -1,0 +1,2 @@
+"""MicroPython's ubinascii on CPython."""
+from binascii import *  # noqa: F401,F403
