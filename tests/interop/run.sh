@@ -33,7 +33,9 @@ wait_for() {
 }
 
 # Start the broker on a free loopback port (port 0), read the port it logs.
-RUST_LOG=info "$FERRYMQ" broker -p 0 >"$WORK/broker.log" 2>&1 &
+# It runs in the scratch directory, so its default store starts empty.
+FERRYMQ=$(realpath "$FERRYMQ")
+(cd "$WORK" && exec env RUST_LOG=info "$FERRYMQ" broker -p 0) >"$WORK/broker.log" 2>&1 &
 BROKER=$!
 if ! wait_for "$WORK/broker.log" "listening for MQTT addr=127.0.0.1:"; then
     echo "broker did not start:"; cat "$WORK/broker.log"; exit 1

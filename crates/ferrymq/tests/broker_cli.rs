@@ -27,11 +27,23 @@ impl Drop for Proc {
     }
 }
 
+/// A fresh working directory, so each broker has its own default store
+/// (`ferrymq-data` in the working directory).
+fn workdir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ferrymq-cli-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Starts the broker and returns it with the first address it logs.
 fn start(args: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
     let mut child = Proc(
         ferrymq()
             .args(args)
+            .current_dir(workdir())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
