@@ -15,6 +15,7 @@ use crate::persist::{self, Persist};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
 use crate::router::Router;
+use crate::security::Security;
 use crate::session::{OutboundState, SessionShared, SessionState, Subscription, SubscriptionKey};
 use crate::shared::{self, SharedGroup, SharedGroups};
 use ferrymq_store::{Op, WriterHandle};
@@ -28,20 +29,28 @@ pub struct Broker {
     pub shared_groups: SharedGroups,
     /// Durable state, when persistence is on.
     pub persist: Option<Persist>,
+    pub security: Security,
     pub metrics: Metrics,
     pub started: Instant,
     next_id: AtomicU64,
 }
 
 impl Broker {
+    /// A broker without store or security files (tests build these).
     pub fn new(config: Config) -> Arc<Broker> {
-        Broker::with_store(config, None)
+        let security = Security::without_files(&config);
+        Broker::with_parts(config, None, security)
     }
 
     /// A broker that writes durable state through `writer`.
-    pub fn with_store(config: Config, writer: Option<WriterHandle>) -> Arc<Broker> {
+    pub fn with_parts(
+        config: Config,
+        writer: Option<WriterHandle>,
+        security: Security,
+    ) -> Arc<Broker> {
         Arc::new(Broker {
             persist: writer.map(Persist::new),
+            security,
             config,
             router: Router::new(),
             retained: RetainStore::default(),

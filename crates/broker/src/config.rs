@@ -52,6 +52,21 @@ pub struct Config {
     pub persistence: bool,
     /// Directory of the store.
     pub persistence_location: std::path::PathBuf,
+    /// `allow_anonymous`; when unset, Mosquitto 2's default: allowed only
+    /// when the configuration file names no listener (so the broker serves
+    /// loopback alone).
+    pub allow_anonymous: Option<bool>,
+    /// Whether the listeners came from `listener` lines of a file.
+    pub listeners_from_file: bool,
+    pub password_file: Option<std::path::PathBuf>,
+    pub acl_file: Option<std::path::PathBuf>,
+}
+
+impl Config {
+    /// Whether clients without a user name may connect.
+    pub fn allow_anonymous(&self) -> bool {
+        self.allow_anonymous.unwrap_or(!self.listeners_from_file)
+    }
 }
 
 impl Default for Config {
@@ -69,6 +84,10 @@ impl Default for Config {
             auto_id_prefix: "auto-".into(),
             persistence: true,
             persistence_location: "ferrymq-data".into(),
+            allow_anonymous: None,
+            listeners_from_file: false,
+            password_file: None,
+            acl_file: None,
         }
     }
 }
@@ -141,6 +160,7 @@ impl Config {
             };
             match option {
                 "listener" => {
+                    config.listeners_from_file = true;
                     let (port, host) = match args.as_slice() {
                         [port] => (*port, None),
                         [port, host] => (*port, Some(*host)),
@@ -215,6 +235,28 @@ impl Config {
                     }
                 }
                 "persistence_location" => config.persistence_location = one()?.into(),
+                "allow_anonymous" => {
+                    config.allow_anonymous = Some(match one()? {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(err(format!(
+                                "allow_anonymous: {other:?} is not true or false"
+                            )))
+                        }
+                    })
+                }
+                "password_file" => config.password_file = Some(one()?.into()),
+                "acl_file" => config.acl_file = Some(one()?.into()),
+                "per_listener_settings" => {
+                    if one()? != "false" {
+                        return Err(err(
+                            "per_listener_settings true is not supported yet: security settings \
+                             would apply to every listener"
+                                .into(),
+                        ));
+                    }
+                }
                 // Mosquitto snapshots every autosave_interval; ferrymq writes
                 // every acknowledged change before acknowledging it, so
                 // these have nothing to tune. Accepted for compatibility.

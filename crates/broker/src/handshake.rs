@@ -113,6 +113,22 @@ pub async fn accept(
         ));
     }
 
+    let username: Option<Arc<str>> = connect.username.as_ref().map(|u| u.as_str().into());
+    if !broker
+        .security
+        .authenticate(username.as_deref(), connect.password.as_deref())
+        .await
+    {
+        return Err(refuse(
+            ReasonCode::NotAuthorized,
+            if username.is_some() {
+                "bad user name or password"
+            } else {
+                "anonymous clients are not allowed"
+            },
+        ));
+    }
+
     // 3.x: a session outlives the connection unless Clean Session; 5.0: for
     // its Session Expiry Interval (absent: 0).
     let expiry_interval = if v5 {
@@ -240,6 +256,7 @@ pub async fn accept(
         broker: broker.clone(),
         protocol,
         session,
+        username,
         will,
         out: BytesMut::new(),
         max_inflight,

@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod registry;
 pub mod retain;
 pub mod router;
+pub mod security;
 pub mod session;
 pub mod shared;
 pub mod subscribe;
@@ -67,7 +68,8 @@ impl Server {
             Some((w, l)) => (Some(w), Some(l)),
             None => (None, None),
         };
-        let broker = Broker::with_store(config, writer);
+        let security = security::Security::load(&config).map_err(std::io::Error::other)?;
+        let broker = Broker::with_parts(config, writer, security);
         if let Some(loaded) = loaded {
             persist::recover(&broker, loaded);
         }

@@ -20,6 +20,7 @@ use crate::message::{Delivery, Message};
 use crate::metrics::Tally;
 use crate::persist::{self, Stage};
 use crate::session::{OutboundState, PubRec, SessionState};
+use ferrymq_auth::Access;
 use ferrymq_store::Op;
 use std::collections::VecDeque;
 
@@ -94,6 +95,8 @@ pub struct Connection {
     pub broker: Arc<Broker>,
     pub protocol: Protocol,
     pub session: SessionState,
+    /// The authenticated user name, for ACL checks.
+    pub username: Option<Arc<str>>,
     pub will: Option<Will>,
     /// Packets waiting to be written.
     pub out: BytesMut,
@@ -181,6 +184,12 @@ impl Connection {
         // not sent ([MQTT-3.3.2-5]).
         if delivery.message.is_expired(now) {
             trace!("expired message dropped");
+            self.forget(&delivery);
+            return;
+        }
+        // Checked at delivery, so retained and `$SYS` messages and a
+        // reloaded ACL apply to existing subscriptions too.
+        if self.broker.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
             self.forget(&delivery);
             return;
         }
@@ -298,6 +307,27 @@ impl Connection {
     fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
         self.tally.publish_received += 1;
         self.aliases_in.resolve(&mut publish)?;
+        if !self.may(&publish.topic, Access::Write) {
+            // 3.x: dropped silently (acknowledged as usual); 5.0: refused
+            // with 0x87 ([MQTT-3.3.5-2]).
+            debug!(topic = %publish.topic, "PUBLISH denied by the ACL");
+            let reason = if self.v5() {
+                ReasonCode::NotAuthorized
+            } else {
+                ReasonCode::Success
+            };
+            if let Some(id) = publish.packet_id {
+                let mut ack = PubResponse::new(id);
+                ack.reason = reason;
+                let packet = if publish.qos == QoS::ExactlyOnce {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                };
+                self.queue_ack(Vec::new(), packet);
+            }
+            return Ok(());
+        }
         let origin = self.session.shared.id;
         let mut ops = Vec::new();
         match (publish.qos, publish.packet_id) {
@@ -388,6 +418,16 @@ impl Connection {
         }
     }
 
+    /// What the ACL allows this client on `topic`.
+    pub fn may(&self, topic: &str, access: Access) -> bool {
+        self.broker.security.allowed(
+            self.username.as_deref(),
+            &self.session.shared.client_id,
+            topic,
+            access,
+        )
+    }
+
     fn durable(&self) -> bool {
         self.session
             .shared
@@ -456,7 +496,9 @@ impl Connection {
 
     /// The will to publish because of `close`, if any ([MQTT-3.1.2-8]).
     pub fn take_will(&mut self, close: &Close) -> Option<Will> {
-        self.will.take().filter(|_| close.publishes_will())
+        let will = self.will.take().filter(|_| close.publishes_will())?;
+        // A will is a publication by the client: the ACL applies.
+        self.may(&will.topic, Access::Write).then_some(will)
     }
 }
 

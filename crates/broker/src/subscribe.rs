@@ -42,6 +42,18 @@ impl Connection {
                     continue;
                 }
             };
+            if !self.broker.security.may_subscribe(
+                self.username.as_deref(),
+                &self.session.shared.client_id,
+                filter,
+            ) {
+                reasons.push(if v5 {
+                    ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
             let is_shared = share.is_some();
             let sub = Subscription::new(self.session.shared.clone(), *options, identifier, share);
             let is_new = self.broker.router.subscribe(inner, sub);

@@ -127,7 +127,7 @@ fn listener_from_config_file() {
     let conf = dir.join("ferrymq.conf");
     std::fs::write(
         &conf,
-        "# test\nlistener 0 127.0.0.1\nmax_queued_messages 50\n",
+        "# test\nlistener 0 127.0.0.1\nallow_anonymous true\nmax_queued_messages 50\n",
     )
     .unwrap();
     let (mut child, addr, _log) = start(&["broker", "-c", conf.to_str().unwrap()]);

@@ -35,7 +35,7 @@ fn start(dir: &Path) -> (Broker, SocketAddr) {
             // The offline queue must hold the whole stream: beyond
             // max_queued_messages, messages are dropped by policy (and
             // counted), which is not what this test is about.
-            "listener 0 127.0.0.1\npersistence true\npersistence_location {}\nmax_queued_messages 1000000\n",
+            "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\nmax_queued_messages 1000000\n",
             dir.join("data").display()
         ),
     )

@@ -14,12 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ferrymq_codec::{decode, encode, Packet, PacketId, Properties, Protocol, PubResponse, Publish, QoS, TopicName};
+use ferrymq_codec::{
+    decode, encode, Packet, PacketId, Properties, Protocol, PubResponse, Publish, QoS, TopicName,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn session(port: u16, id: &str, clean: bool) -> (TcpStream, BytesMut) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     s.set_nodelay(true).unwrap();
     let mut out = BytesMut::new();
     let c = ferrymq_testkit::connect(Protocol::V3_1_1, id, clean);
@@ -28,7 +32,10 @@ async fn session(port: u16, id: &str, clean: bool) -> (TcpStream, BytesMut) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         if let Some(p) = decode(&mut buf, Protocol::V3_1_1, usize::MAX).unwrap() {
-            assert!(matches!(p, Packet::ConnAck(ref a) if !a.reason.is_error()), "{p:?}");
+            assert!(
+                matches!(p, Packet::ConnAck(ref a) if !a.reason.is_error()),
+                "{p:?}"
+            );
             return (s, buf);
         }
         assert!(s.read_buf(&mut buf).await.unwrap() > 0);
@@ -38,7 +45,8 @@ async fn session(port: u16, id: &str, clean: bool) -> (TcpStream, BytesMut) {
 #[tokio::main]
 async fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let (mut port, mut publishers, mut seconds, mut window, mut size) = (1883u16, 4usize, 5u64, 100u64, 16usize);
+    let (mut port, mut publishers, mut seconds, mut window, mut size) =
+        (1883u16, 4usize, 5u64, 100u64, 16usize);
     for pair in argv.chunks(2) {
         let v = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
@@ -56,10 +64,18 @@ async fn main() {
     let subscribe = ferrymq_codec::Subscribe {
         packet_id: PacketId::new(1).unwrap(),
         properties: Properties::new(),
-        filters: vec![(ferrymq_codec::TopicFilter::new("offline/#").unwrap(), ferrymq_codec::SubscriptionOptions::qos(QoS::AtLeastOnce))],
+        filters: vec![(
+            ferrymq_codec::TopicFilter::new("offline/#").unwrap(),
+            ferrymq_codec::SubscriptionOptions::qos(QoS::AtLeastOnce),
+        )],
     };
     encode(&Packet::Subscribe(subscribe), Protocol::V3_1_1, &mut out).unwrap();
-    encode(&Packet::Disconnect(Default::default()), Protocol::V3_1_1, &mut out).unwrap();
+    encode(
+        &Packet::Disconnect(Default::default()),
+        Protocol::V3_1_1,
+        &mut out,
+    )
+    .unwrap();
     sub.write_all(&out).await.unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), sub.read_to_end(&mut rest)).await;
@@ -82,7 +98,15 @@ async fn main() {
                 out.clear();
                 while sent - mine < window {
                     id = id.wrapping_add(1).max(1);
-                    let p = Publish { dup: false, qos: QoS::AtLeastOnce, retain: false, topic: topic.clone(), packet_id: PacketId::new(id), properties: Properties::new(), payload: payload.clone() };
+                    let p = Publish {
+                        dup: false,
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                        topic: topic.clone(),
+                        packet_id: PacketId::new(id),
+                        properties: Properties::new(),
+                        payload: payload.clone(),
+                    };
                     encode(&Packet::Publish(p), Protocol::V3_1_1, &mut out).unwrap();
                     sent += 1;
                 }
@@ -92,7 +116,8 @@ async fn main() {
                 if buf.capacity() - buf.len() < 4096 {
                     buf.reserve(64 * 1024);
                 }
-                match tokio::time::timeout(Duration::from_millis(100), rd.read_buf(&mut buf)).await {
+                match tokio::time::timeout(Duration::from_millis(100), rd.read_buf(&mut buf)).await
+                {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
                     _ => {}
                 }
@@ -125,7 +150,12 @@ async fn main() {
             if let Packet::Publish(m) = p {
                 received += 1;
                 if let Some(id) = m.packet_id {
-                    encode(&Packet::PubAck(PubResponse::new(id)), Protocol::V3_1_1, &mut acks).unwrap();
+                    encode(
+                        &Packet::PubAck(PubResponse::new(id)),
+                        Protocol::V3_1_1,
+                        &mut acks,
+                    )
+                    .unwrap();
                 }
             }
         }

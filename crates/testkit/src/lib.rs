@@ -30,6 +30,7 @@ pub fn test_config() -> Config {
         listeners: vec![ListenerConfig::new("127.0.0.1:0".parse().unwrap())],
         sys_interval: Duration::ZERO,
         persistence: false,
+        allow_anonymous: Some(true),
         ..Config::default()
     }
 }
