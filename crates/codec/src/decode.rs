@@ -389,7 +389,7 @@ fn publish(flags: u8, mut r: Reader, v5: bool) -> Result<Publish, Error> {
     if dup && qos == QoS::AtMostOnce {
         return Err(Error::DupOnQoS0);
     }
-    let topic = TopicName::from_mqtt_string(r.string()?)?;
+    let topic = TopicName::from_bytes(r.binary()?)?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {

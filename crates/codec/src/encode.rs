@@ -14,7 +14,25 @@ use crate::{varint, Error};
 /// `buf` is left as it was.
 pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Result<usize, Error> {
     let start = buf.len();
-    let result = encode_inner(packet, protocol, buf);
+    let v5 = protocol.is_v5();
+    // Most of the traffic (PUBLISH, its acknowledgements, pings) takes a
+    // straight path without the generic dispatch (twice) over every type.
+    let result = match packet {
+        Packet::Publish(p) => publish(p, v5, buf),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r)
+            if !v5 || (r.reason == ReasonCode::Success && r.properties.is_empty()) =>
+        {
+            let ptype = packet.packet_type();
+            let [hi, lo] = r.packet_id.get().to_be_bytes();
+            buf.put_slice(&[((ptype as u8) << 4) | ptype.required_flags(), 2, hi, lo]);
+            Ok(4)
+        }
+        Packet::PingReq | Packet::PingResp => {
+            buf.put_slice(&[(packet.packet_type() as u8) << 4, 0]);
+            Ok(2)
+        }
+        _ => encode_inner(packet, protocol, buf),
+    };
     if result.is_err() {
         buf.truncate(start);
     }
@@ -34,7 +52,7 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
     buf.reserve(total);
     let ptype = packet.packet_type();
     let flags = match packet {
-        Packet::Publish(p) => (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
+        Packet::Publish(p) => publish_flags(p),
         _ => ptype.required_flags(),
     };
     buf.put_u8(((ptype as u8) << 4) | flags);
@@ -52,16 +70,7 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
                 properties(&c.properties, buf)?;
             }
         }
-        Packet::Publish(p) => {
-            mqtt_string(p.topic.as_mqtt_string(), buf)?;
-            if let Some(id) = p.packet_id {
-                buf.put_u16(id.get());
-            }
-            if v5 {
-                properties(&p.properties, buf)?;
-            }
-            buf.put_slice(&p.payload);
-        }
+        Packet::Publish(p) => publish_body(p, v5, buf)?,
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             buf.put_u16(r.packet_id.get());
             reason_tail(v5, r.reason, &r.properties, buf)?;
@@ -123,6 +132,50 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
         }
     }
     Ok(total)
+}
+
+/// A whole PUBLISH: what `encode_inner` does for it, minus the dispatch.
+#[inline]
+fn publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<usize, Error> {
+    let remaining = publish_remaining_len(p, v5)?;
+    let total = 1 + varint::len(remaining as u32) + remaining;
+    buf.reserve(total);
+    buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(p));
+    varint::write(buf, remaining as u32);
+    publish_body(p, v5, buf)?;
+    Ok(total)
+}
+
+#[inline]
+fn publish_flags(p: &Publish) -> u8 {
+    (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+}
+
+#[inline(always)]
+fn publish_body(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), Error> {
+    mqtt_string(p.topic.as_mqtt_string(), buf)?;
+    if let Some(id) = p.packet_id {
+        buf.put_u16(id.get());
+    }
+    if v5 {
+        properties(&p.properties, buf)?;
+    }
+    buf.put_slice(&p.payload);
+    Ok(())
+}
+
+/// Checked against the Variable Byte Integer maximum.
+#[inline]
+fn publish_remaining_len(p: &Publish, v5: bool) -> Result<usize, Error> {
+    let props = if v5 {
+        properties_field_len(&p.properties)?
+    } else {
+        0
+    };
+    let len =
+        2 + p.topic.len() + if p.packet_id.is_some() { 2 } else { 0 } + props + p.payload.len();
+    check_varint(len)?;
+    Ok(len)
 }
 
 fn connect(c: &Connect, buf: &mut BytesMut) -> Result<(), Error> {
@@ -321,12 +374,7 @@ fn remaining_len(packet: &Packet, v5: bool) -> Result<usize, Error> {
             len
         }
         Packet::ConnAck(c) => 2 + props(&c.properties)?,
-        Packet::Publish(p) => {
-            2 + p.topic.len()
-                + if p.packet_id.is_some() { 2 } else { 0 }
-                + props(&p.properties)?
-                + p.payload.len()
-        }
+        Packet::Publish(p) => publish_remaining_len(p, v5)?,
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             2 + reason_tail_len(v5, r.reason, &r.properties)?
         }
