@@ -33,6 +33,7 @@ pub struct Broker {
     pub metrics: Metrics,
     pub started: Instant,
     next_id: AtomicU64,
+    secret: [u8; 16],
 }
 
 impl Broker {
@@ -59,7 +60,13 @@ impl Broker {
             metrics: Metrics::default(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
+            secret: *uuid::Uuid::new_v4().as_bytes(),
         })
+    }
+
+    /// A per-process secret (decoy SCRAM keys for unknown users).
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// A process-unique number for connections and sessions.

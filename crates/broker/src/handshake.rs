@@ -36,6 +36,14 @@ pub struct Accepted {
     pub keep_alive: u16,
 }
 
+/// A user vouched for by an enhanced-authentication exchange.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub username: Arc<str>,
+    /// Authentication Method and final Authentication Data for CONNACK.
+    pub connack_properties: Properties,
+}
+
 /// A CONNECT that is refused: the CONNACK to send, then close.
 #[derive(Debug)]
 pub struct Refused {
@@ -60,6 +68,7 @@ impl Refused {
 pub async fn accept(
     broker: &Arc<Broker>,
     connect: Connect,
+    authenticated: Option<Authenticated>,
     shutdown: &CancellationToken,
 ) -> Result<Accepted, Refused> {
     let protocol = connect.protocol;
@@ -104,29 +113,35 @@ pub async fn accept(
         }
     }
 
-    // Enhanced authentication: no method is offered yet, so any is refused
-    // ([MQTT-3.1.2.11.9]: the server must not proceed with an unknown one).
-    if v5 && connect.properties.authentication_method().is_some() {
+    // An enhanced-authentication exchange (net::enhanced_auth) already
+    // vouched for the user; otherwise the user name and password do.
+    let mut connack_auth = Properties::new();
+    let username: Option<Arc<str>>;
+    if let Some(auth) = authenticated {
+        username = Some(auth.username);
+        connack_auth = auth.connack_properties;
+    } else if v5 && connect.properties.authentication_method().is_some() {
+        // [MQTT-3.1.2.11.9]: never proceed with a method we did not run.
         return Err(refuse(
             ReasonCode::BadAuthenticationMethod,
             "unsupported authentication method",
         ));
-    }
-
-    let username: Option<Arc<str>> = connect.username.as_ref().map(|u| u.as_str().into());
-    if !broker
-        .security
-        .authenticate(username.as_deref(), connect.password.as_deref())
-        .await
-    {
-        return Err(refuse(
-            ReasonCode::NotAuthorized,
-            if username.is_some() {
-                "bad user name or password"
-            } else {
-                "anonymous clients are not allowed"
-            },
-        ));
+    } else {
+        username = connect.username.as_ref().map(|u| u.as_str().into());
+        if !broker
+            .security
+            .authenticate(username.as_deref(), connect.password.as_deref())
+            .await
+        {
+            return Err(refuse(
+                ReasonCode::NotAuthorized,
+                if username.is_some() {
+                    "bad user name or password"
+                } else {
+                    "anonymous clients are not allowed"
+                },
+            ));
+        }
     }
 
     // 3.x: a session outlives the connection unless Clean Session; 5.0: for
@@ -231,6 +246,7 @@ pub async fn accept(
         if config.max_topic_alias > 0 {
             properties.push(Property::TopicAliasMaximum(config.max_topic_alias));
         }
+        properties.0.extend(connack_auth.0);
         properties.push(Property::RetainAvailable(1));
         properties.push(Property::WildcardSubscriptionAvailable(1));
         properties.push(Property::SubscriptionIdentifierAvailable(1));

@@ -22,6 +22,7 @@ use tracing::{debug, info, info_span, trace, Instrument};
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
 use crate::metrics::Metrics;
+use crate::net::enhanced_auth;
 use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
 use crate::session::DelayedWill;
 use ferrymq_codec::Will;
@@ -90,9 +91,31 @@ async fn handshake(
     };
     // The CONNECT's bytes are copied out where kept (see handshake), so
     // an idle connection holds no read buffer from here on.
-    io.shrink();
     let protocol = connect.protocol;
-    match handshake::accept(broker, *connect, shutdown).await {
+    let authenticated = tokio::time::timeout(
+        broker.config.connect_timeout,
+        enhanced_auth::authenticate(broker, io, &connect),
+    )
+    .await
+    .unwrap_or(Err(ReasonCode::UnspecifiedError));
+    io.shrink();
+    let authenticated = match authenticated {
+        Ok(a) => a,
+        Err(reason) => {
+            info!(%reason, "enhanced authentication failed");
+            let refused = handshake::Refused {
+                client_id: connect.client_id.to_string(),
+                protocol,
+                reason,
+                detail: "enhanced authentication failed",
+            };
+            let mut out = BytesMut::new();
+            let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+            let _ = io.write_all(&mut out).await;
+            return None;
+        }
+    };
+    match handshake::accept(broker, *connect, authenticated, shutdown).await {
         Ok(accepted) => Some(accepted),
         Err(refused) => {
             info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
@@ -104,14 +127,19 @@ async fn handshake(
     }
 }
 
-struct Io {
+pub(crate) struct Io {
     stream: TcpStream,
     rbuf: BytesMut,
 }
 
 impl Io {
+    /// The bytes read and not yet decoded.
+    pub(crate) fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
     /// Waits for data and reads what is there; `Ok(0)` at end of stream.
-    async fn read_some(&mut self) -> io::Result<usize> {
+    pub(crate) async fn read_some(&mut self) -> io::Result<usize> {
         loop {
             self.stream.readable().await?;
             if let Some(n) = self.try_read()? {
@@ -146,7 +174,7 @@ impl Io {
         Ok(())
     }
 
-    async fn write_all(&mut self, out: &mut BytesMut) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, out: &mut BytesMut) -> io::Result<()> {
         while !out.is_empty() {
             self.stream.writable().await?;
             self.write_now(out)?;

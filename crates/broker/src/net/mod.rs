@@ -2,4 +2,5 @@
 //! outside this module so it can be tested without a network.
 
 pub mod driver;
+pub mod enhanced_auth;
 pub mod listener;
