@@ -34,6 +34,7 @@ wait_for() {
 
 # Start the broker on a free loopback port (port 0), read the port it logs.
 # It runs in the scratch directory, so its default store starts empty.
+if [ ! -x "$FERRYMQ" ]; then echo "no ferrymq binary at $FERRYMQ"; exit 1; fi
 FERRYMQ=$(realpath "$FERRYMQ")
 (cd "$WORK" && exec env RUST_LOG=info "$FERRYMQ" broker -p 0) >"$WORK/broker.log" 2>&1 &
 BROKER=$!

@@ -165,21 +165,21 @@ impl Broker {
     /// Routes `message` to every matching session and stores it if it is
     /// retained. Returns the number of sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> usize {
-        let mut ops = Vec::new();
-        let queued = self.publish_with(message, &mut ops);
-        self.store(ops);
+        let mut fanout = Fanout::default();
+        let queued = self.publish_with(message, &mut fanout);
+        self.store(fanout.ops);
         queued
     }
 
-    /// [`Broker::publish`], appending the store writes it calls for to
-    /// `ops` instead of submitting them, so that the caller can wait for
-    /// them before acknowledging.
-    pub fn publish_with(&self, message: Arc<Message>, ops: &mut Vec<Op>) -> usize {
+    /// [`Broker::publish`], gathering in `fanout` the store writes it calls
+    /// for (instead of submitting them, so the caller can wait for them
+    /// before acknowledging) and how many copies full queues dropped.
+    pub fn publish_with(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
         if message.retain {
             self.retained.set(&message);
             if self.persist.is_some() {
                 let topic = message.topic.as_mqtt_string().as_bytes().clone();
-                ops.push(if message.payload.is_empty() {
+                fanout.ops.push(if message.payload.is_empty() {
                     Op::DeleteRetained { topic }
                 } else {
                     Op::PutRetained {
@@ -200,10 +200,10 @@ impl Broker {
                 .filter(|s| !(s.options.no_local && s.session.id == message.origin))
                 .map(|s| {
                     let ids = s.identifier.into_iter().collect();
-                    usize::from(self.deliver(&message, s, s.options.qos, ids, None, ops))
+                    usize::from(self.deliver(&message, s, s.options.qos, ids, None, fanout))
                 })
                 .sum(),
-            _ => self.publish_merged(&message, &lists, ops),
+            _ => self.publish_merged(&message, &lists, fanout),
         }
     }
 
@@ -214,7 +214,7 @@ impl Broker {
         &self,
         message: &Arc<Message>,
         lists: &[Arc<[Subscription]>],
-        ops: &mut Vec<Op>,
+        fanout: &mut Fanout,
     ) -> usize {
         let mut plain: Vec<&Subscription> = Vec::new();
         let mut shared: Vec<&Subscription> = Vec::new();
@@ -240,7 +240,7 @@ impl Broker {
             let mut best = (*first).clone();
             best.options.retain_as_published =
                 same_session.iter().any(|s| s.options.retain_as_published);
-            queued += usize::from(self.deliver(message, &best, qos, ids, None, ops));
+            queued += usize::from(self.deliver(message, &best, qos, ids, None, fanout));
         }
         shared.sort_unstable_by_key(|s| s.share.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize));
         for members in shared.chunk_by(|a, b| share_ptr(a) == share_ptr(b)) {
@@ -255,7 +255,7 @@ impl Broker {
                     member.options.qos,
                     ids,
                     Some(group),
-                    ops,
+                    fanout,
                 ));
             }
         }
@@ -276,12 +276,12 @@ impl Broker {
             .flat_map(|l| l.iter())
             .filter(|s| share_ptr(s) == Arc::as_ptr(&group) as usize && s.session.id != leaving)
             .collect();
-        let mut ops = Vec::new();
+        let mut fanout = Fanout::default();
         if let (Some(seq), true) = (delivery.durable, self.persist.is_some()) {
             // The copy held for the leaving session is no longer its own.
             let leaver = self.registry_client_of(&lists, leaving);
             if let Some(client_id) = leaver {
-                ops.push(Op::DeleteQueued { client_id, seq });
+                fanout.ops.push(Op::DeleteQueued { client_id, seq });
             }
         }
         let delivered = match group.pick(&members) {
@@ -294,12 +294,12 @@ impl Broker {
                     member.options.qos.max(delivery.qos),
                     ids,
                     Some(group),
-                    &mut ops,
+                    &mut fanout,
                 )
             }
             None => false,
         };
-        self.store(ops);
+        self.store(fanout.ops);
         delivered
     }
 
@@ -319,7 +319,7 @@ impl Broker {
         granted: QoS,
         subscription_ids: Vec<u32>,
         shared: Option<Arc<SharedGroup>>,
-        ops: &mut Vec<Op>,
+        fanout: &mut Fanout,
     ) -> bool {
         let mut delivery = Delivery {
             message: message.clone(),
@@ -350,10 +350,11 @@ impl Broker {
         }
         match sub.session.mailbox.push(delivery) {
             Push::Queued => {
-                ops.extend(write);
+                fanout.ops.extend(write);
                 true
             }
             Push::DroppedFull => {
+                fanout.dropped += 1;
                 let counter = if qos == QoS::AtMostOnce {
                     &self.metrics.dropped_qos0_full
                 } else {
@@ -365,6 +366,15 @@ impl Broker {
             Push::DroppedOffline => false,
         }
     }
+}
+
+/// What one publication caused besides deliveries.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    /// Store writes to make before acknowledging the publisher.
+    pub ops: Vec<Op>,
+    /// Copies dropped because a subscriber's queue was full.
+    pub dropped: usize,
 }
 
 fn share_ptr(sub: &Subscription) -> usize {

@@ -15,7 +15,7 @@ use ferrymq_codec::{
 use tracing::{debug, trace};
 
 use crate::alias;
-use crate::broker::Broker;
+use crate::broker::{Broker, Fanout};
 use crate::message::{Delivery, Message};
 use crate::metrics::Tally;
 use crate::persist::{self, Stage};
@@ -329,24 +329,32 @@ impl Connection {
             return Ok(());
         }
         let origin = self.session.shared.id;
-        let mut ops = Vec::new();
+        let mut fanout = Fanout::default();
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
                 let message = Arc::new(Message::from_publish(publish, now, origin));
-                self.broker.publish_with(message, &mut ops);
-                self.broker.store(ops);
+                self.broker.publish_with(message, &mut fanout);
+                self.broker.store(fanout.ops);
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 let message = Arc::new(Message::from_publish(publish, now, origin));
-                let routed = self.broker.publish_with(message, &mut ops);
-                let ack = Packet::PubAck(self.ack(id, routed));
-                self.queue_ack(ops, ack);
+                let routed = self.broker.publish_with(message, &mut fanout);
+                let ack = Packet::PubAck(self.ack(id, routed, fanout.dropped));
+                self.queue_ack(fanout.ops, ack);
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                // Deliver on first receipt; a resend (DUP) of a packet id not
-                // yet released by PUBREL is not routed again ([MQTT-4.3.3]).
                 let mut routed = 1;
-                if !self.session.inbound_qos2.contains(&id.get()) {
+                if self.session.inbound_qos2.contains(&id.get()) {
+                    // A resend (DUP) of a packet id not yet released by
+                    // PUBREL is not routed again ([MQTT-4.3.3]); without DUP
+                    // it is a new message reusing an id in use.
+                    if !publish.dup && self.v5() {
+                        let mut rec = PubResponse::new(id);
+                        rec.reason = ReasonCode::PacketIdentifierInUse;
+                        self.queue_ack(Vec::new(), Packet::PubRec(rec));
+                        return Ok(());
+                    }
+                } else {
                     if self.session.inbound_qos2.len() >= self.receive_maximum {
                         return Err(Close::violation(
                             ReasonCode::ReceiveMaximumExceeded,
@@ -355,18 +363,18 @@ impl Connection {
                     }
                     self.session.inbound_qos2.insert(id.get());
                     let message = Arc::new(Message::from_publish(publish, now, origin));
-                    routed = self.broker.publish_with(message, &mut ops);
+                    routed = self.broker.publish_with(message, &mut fanout);
                     if self.durable() {
                         // Exactly once survives a restart: the id is known
                         // as received in the same batch as the deliveries.
-                        ops.push(Op::PutInbound {
+                        fanout.ops.push(Op::PutInbound {
                             client_id: self.session.shared.client_id.clone(),
                             packet_id: id.get(),
                         });
                     }
                 }
-                let rec = Packet::PubRec(self.ack(id, routed));
-                self.queue_ack(ops, rec);
+                let rec = Packet::PubRec(self.ack(id, routed, fanout.dropped));
+                self.queue_ack(fanout.ops, rec);
             }
             (_, None) => {
                 return Err(Close::violation(
@@ -456,10 +464,17 @@ impl Connection {
         }
     }
 
-    fn ack(&self, packet_id: PacketId, routed: usize) -> PubResponse {
+    /// The PUBACK/PUBREC for a routed message. MQTT 5 is told when nobody
+    /// matched (0x10), and when a subscriber's full queue dropped its copy
+    /// (0x97), so the loss is visible to the publisher.
+    fn ack(&self, packet_id: PacketId, routed: usize, dropped: usize) -> PubResponse {
         let mut ack = PubResponse::new(packet_id);
-        if self.v5() && routed == 0 {
-            ack.reason = ReasonCode::NoMatchingSubscribers;
+        if self.v5() {
+            if dropped > 0 {
+                ack.reason = ReasonCode::QuotaExceeded;
+            } else if routed == 0 {
+                ack.reason = ReasonCode::NoMatchingSubscribers;
+            }
         }
         ack
     }

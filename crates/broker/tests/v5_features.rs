@@ -485,3 +485,59 @@ async fn keep_alive_timeout_sends_0x8d() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_reusing_an_id_awaiting_pubrel_gets_0x91() {
+    let b = TestBroker::start().await;
+    let mut c = b.client_v5("reuse", true).await;
+    let m = publish("t", b"x", QoS::ExactlyOnce, false, 9);
+    c.send(Packet::Publish(m.clone())).await;
+    assert!(
+        matches!(c.recv().await, Packet::PubRec(r) if r.reason != ReasonCode::PacketIdentifierInUse)
+    );
+    // Not a resend (no DUP): a new message with an id still in use.
+    c.send(Packet::Publish(m)).await;
+    match c.recv().await {
+        Packet::PubRec(r) => assert_eq!(r.reason, ReasonCode::PacketIdentifierInUse),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_dropped_by_a_full_queue_is_reported_with_0x97() {
+    let mut config = ferrymq_testkit::test_config();
+    config.max_queued_messages = 2;
+    let b = TestBroker::with_config(config).await;
+    let (mut s, _) = b
+        .connect_with(Protocol::V5, "full", |c| {
+            c.clean_start = false;
+            c.properties.push(Property::SessionExpiryInterval(60));
+        })
+        .await;
+    s.subscribe(&[("q", QoS::AtLeastOnce)]).await;
+    s.disconnect().await;
+    let mut p = b.client_v5("p", true).await;
+    let mut reasons = Vec::new();
+    for id in 1..=3 {
+        p.send(Packet::Publish(publish(
+            "q",
+            b"x",
+            QoS::AtLeastOnce,
+            false,
+            id,
+        )))
+        .await;
+        match p.recv().await {
+            Packet::PubAck(a) => reasons.push(a.reason),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        reasons,
+        vec![
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::QuotaExceeded
+        ]
+    );
+}
