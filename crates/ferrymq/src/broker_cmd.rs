@@ -20,6 +20,10 @@ pub struct BrokerArgs {
     /// Log every connection event (debug level).
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Check the configuration (and the password and ACL files it names),
+    /// then exit: 0 if it is valid.
+    #[arg(long = "test-config")]
+    test_config: bool,
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
@@ -54,6 +58,11 @@ fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
 
 fn serve(args: BrokerArgs) -> anyhow::Result<()> {
     let config = settings(&args)?;
+    if args.test_config {
+        ferrymq_broker::security::Security::load(&config)?;
+        eprintln!("configuration OK");
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,17 +73,25 @@ fn serve(args: BrokerArgs) -> anyhow::Result<()> {
         let signals = Signals::install()?;
         let server = Server::start(config).await.context("starting listeners")?;
         info!("ferrymq {} running", env!("CARGO_PKG_VERSION"));
-        signals.wait().await;
+        let broker = server.broker.clone();
+        signals
+            .wait(|| match broker.security.reload() {
+                // SIGHUP: new password and ACL files; connected clients stay.
+                Ok(()) => info!("SIGHUP: password and ACL files reloaded"),
+                Err(e) => error!("SIGHUP: reload failed, keeping the previous files: {e}"),
+            })
+            .await;
         info!("shutting down");
         server.shutdown().await;
         Ok(())
     })
 }
 
-/// SIGTERM and SIGINT, caught from before the listeners open.
+/// SIGTERM, SIGINT and SIGHUP, caught from before the listeners open.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -83,13 +100,18 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+    /// Returns at SIGTERM or SIGINT; runs `reload` at each SIGHUP.
+    async fn wait(mut self, reload: impl Fn()) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => reload(),
+            }
         }
     }
 }

@@ -157,3 +157,116 @@ fn unbuilt_subcommands_say_so_and_fail() {
     assert!(!out.status.success(), "bench");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
 }
+
+#[test]
+fn test_config_validates_without_starting() {
+    let dir = workdir();
+    let good = dir.join("good.conf");
+    std::fs::write(&good, "listener 0 127.0.0.1\nallow_anonymous true\n").unwrap();
+    let out = ferrymq()
+        .args(["broker", "--test-config", "-c", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.join("bad.conf");
+    std::fs::write(
+        &bad,
+        "listener 0 127.0.0.1\npassword_file /nonexistent/passwd\n",
+    )
+    .unwrap();
+    let out = ferrymq()
+        .args(["broker", "--test-config", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/passwd"));
+}
+
+#[test]
+fn sighup_reloads_the_password_file_without_dropping_clients() {
+    let dir = workdir();
+    let hash = |pw: &str| {
+        let out = ferrymq()
+            .args([
+                "passwd",
+                "-c",
+                "-b",
+                dir.join("tmp").to_str().unwrap(),
+                "u",
+                pw,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let line = std::fs::read_to_string(dir.join("tmp")).unwrap();
+        std::fs::remove_file(dir.join("tmp")).unwrap();
+        line
+    };
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, hash("old")).unwrap();
+    let conf = dir.join("s.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 0 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let (mut child, addr, log) = start(&["broker", "-c", conf.to_str().unwrap()]);
+    let login = |pw: &str| -> u8 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut body = vec![
+            0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 1, b'x', 0, 1, b'u',
+        ];
+        body.extend_from_slice(&(pw.len() as u16).to_be_bytes());
+        body.extend_from_slice(pw.as_bytes());
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend(body);
+        s.write_all(&packet).unwrap();
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).unwrap();
+        ack[3]
+    };
+    assert_eq!(login("old"), 0);
+    let mut kept = mqtt_login_keep(&addr);
+    std::fs::write(&passwd, hash("new")).unwrap();
+    signal(&child, "-HUP");
+    loop {
+        let line = log.recv_timeout(WAIT).expect("reload logged");
+        if line.contains("reloaded") {
+            break;
+        }
+    }
+    assert_eq!(login("new"), 0);
+    assert_eq!(login("old"), 5, "the old password is refused after reload");
+    // The client connected before the reload is still served.
+    kept.write_all(&[0xC0, 0]).unwrap();
+    let mut pong = [0u8; 2];
+    kept.read_exact(&mut pong).unwrap();
+    assert_eq!(pong, [0xD0, 0]);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+/// A connection logged in as `u` with the password `old`, kept open.
+fn mqtt_login_keep(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let body = [
+        0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 1, b'k', 0, 1, b'u', 0, 3, b'o', b'l',
+        b'd',
+    ];
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    s.write_all(&packet).unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    s
+}
