@@ -177,7 +177,8 @@ impl Broker {
     pub fn publish_with(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
         if message.retain {
             self.retained.set(&message);
-            if self.persist.is_some() {
+            // `$SYS` is rebuilt from the running broker, never from disk.
+            if self.persist.is_some() && !message.topic.starts_with("$SYS/") {
                 let topic = message.topic.as_mqtt_string().as_bytes().clone();
                 fanout.ops.push(if message.payload.is_empty() {
                     Op::DeleteRetained { topic }

@@ -10,6 +10,9 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 
 use crate::{client_key, client_prefix, split_client_key, Loaded, Op, Store, StoreError};
 
+const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+const MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
+
 pub struct FjallStore {
     path: PathBuf,
     keyspace: Keyspace,
@@ -34,10 +37,20 @@ impl FjallStore {
             path: path.display().to_string(),
             source,
         };
-        let keyspace = Config::new(path).open().map_err(err)?;
+        // Small journals and memtables: queued messages live briefly, and a
+        // flushed memtable is what lets compaction drop a message together
+        // with its deletion. With fjall's defaults (512 MiB of journal) a
+        // steady stream would keep every delivered message on disk that long.
+        let keyspace = Config::new(path)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()
+            .map_err(err)?;
         let open = |name: &str| {
             keyspace
-                .open_partition(name, PartitionCreateOptions::default())
+                .open_partition(
+                    name,
+                    PartitionCreateOptions::default().max_memtable_size(MEMTABLE_BYTES),
+                )
                 .map_err(err)
         };
         Ok(FjallStore {
