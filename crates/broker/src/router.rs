@@ -296,24 +296,9 @@ impl<T: Subscriber> Router<T> {
     }
 }
 
-/// Whether `filter` matches `topic`, by the rules of section 4.7; used for
-/// retained messages and as the reference the index is tested against.
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+/// The reference matcher (used for retained messages, and the brute force
+/// the index is property-tested against).
+pub use ferrymq_codec::filter_matches;
 
 #[cfg(test)]
 mod tests {

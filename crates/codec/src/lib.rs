@@ -31,4 +31,4 @@ pub use error::Error;
 pub use packet::*;
 pub use property::{Properties, Property};
 pub use reason::ReasonCode;
-pub use types::{MqttString, PacketId, Protocol, QoS, TopicFilter, TopicName};
+pub use types::{filter_matches, MqttString, PacketId, Protocol, QoS, TopicFilter, TopicName};

@@ -319,6 +319,26 @@ impl fmt::Display for TopicFilter {
     }
 }
 
+/// Whether `filter` matches `topic` by the rules of section 4.7 (`+` one
+/// level, `#` the rest including the parent, `$` topics not matched by a
+/// leading wildcard). Both are assumed valid.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +387,19 @@ mod tests {
             }
             assert!(!contains_any(&vec![0x7F; len], [0, 0xFF, b'+']));
         }
+    }
+
+    #[test]
+    fn filter_matching_follows_section_4_7() {
+        assert!(filter_matches("a/#", "a"));
+        assert!(filter_matches("a/#", "a/b/c"));
+        assert!(filter_matches("a/+/c", "a/b/c"));
+        assert!(!filter_matches("a/+", "a/b/c"));
+        assert!(filter_matches("#", "x"));
+        assert!(!filter_matches("#", "$SYS/x"));
+        assert!(!filter_matches("+/x", "$SYS/x"));
+        assert!(filter_matches("$SYS/#", "$SYS/x"));
+        assert!(filter_matches("/+", "/x"));
     }
 
     #[test]

@@ -130,24 +130,6 @@ pub async fn run(args: SubArgs) -> Result<(), Failure> {
     }
 }
 
-/// Whether `filter` matches `topic` ([MQTT-4.7]).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 async fn subscribe(s: Settings) -> Result<(), Failure> {
     let c = &s.connection;
     let deadline = s.timeout.map(|t| Instant::now() + t);
@@ -205,7 +187,10 @@ async fn subscribe(s: Settings) -> Result<(), Failure> {
         if m.retain && s.no_retained {
             continue;
         }
-        if s.filter_out.iter().any(|f| topic_matches(f, &m.topic)) {
+        if s.filter_out
+            .iter()
+            .any(|f| ferrymq_codec::filter_matches(f, &m.topic))
+        {
             continue;
         }
         if s.remove_retained && m.retain {
@@ -236,21 +221,4 @@ async fn subscribe(s: Settings) -> Result<(), Failure> {
         .disconnect_with(Default::default(), c.properties_for("disconnect"))
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::topic_matches;
-
-    #[test]
-    fn filters_match_like_the_broker() {
-        assert!(topic_matches("a/#", "a"));
-        assert!(topic_matches("a/#", "a/b/c"));
-        assert!(topic_matches("a/+/c", "a/b/c"));
-        assert!(!topic_matches("a/+", "a/b/c"));
-        assert!(topic_matches("#", "x"));
-        assert!(!topic_matches("#", "$SYS/x"));
-        assert!(topic_matches("$SYS/#", "$SYS/x"));
-        assert!(!topic_matches("a/b", "a/c"));
-    }
 }
