@@ -6,8 +6,24 @@
 //! would change security or delivery is never silently ignored.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// What a listener speaks on top of TCP (or TLS): `protocol mqtt|websockets`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    #[default]
+    Mqtt,
+    /// MQTT in binary WebSocket frames, subprotocol `mqtt`.
+    WebSockets,
+}
+
+/// `tls_version`: the one TLS version a listener accepts (unset: 1.2 and 1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -15,6 +31,21 @@ pub struct ListenerConfig {
     /// A listener the broker may start without: the default IPv6 loopback
     /// on a machine without IPv6.
     pub optional: bool,
+    pub protocol: ListenerProtocol,
+    /// PEM certificates that client certificates must chain to.
+    pub cafile: Option<PathBuf>,
+    /// PEM certificate chain of the server: TLS is on when set.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of `certfile`.
+    pub keyfile: Option<PathBuf>,
+    /// Clients must present a certificate signed by `cafile`.
+    pub require_certificate: bool,
+    /// The client certificate's Common Name is the user name; CONNECT's
+    /// user name and password are ignored.
+    pub use_identity_as_username: bool,
+    /// The client certificate's subject (RFC 2253 form) is the user name.
+    pub use_subject_as_username: bool,
+    pub tls_version: Option<TlsVersion>,
 }
 
 impl ListenerConfig {
@@ -22,7 +53,52 @@ impl ListenerConfig {
         ListenerConfig {
             addr,
             optional: false,
+            protocol: ListenerProtocol::Mqtt,
+            cafile: None,
+            certfile: None,
+            keyfile: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            use_subject_as_username: false,
+            tls_version: None,
         }
+    }
+
+    /// Whether connections on this listener start with a TLS handshake.
+    pub fn is_tls(&self) -> bool {
+        self.certfile.is_some()
+    }
+
+    /// Checks the TLS settings fit together; the message says what to fix.
+    fn validate(&self) -> Result<(), String> {
+        match (&self.certfile, &self.keyfile) {
+            (Some(_), None) => return Err("certfile is set but keyfile is not".into()),
+            (None, Some(_)) => return Err("keyfile is set but certfile is not".into()),
+            _ => {}
+        }
+        if !self.is_tls() {
+            let tls_only = [
+                ("cafile", self.cafile.is_some()),
+                ("require_certificate", self.require_certificate),
+                ("use_identity_as_username", self.use_identity_as_username),
+                ("use_subject_as_username", self.use_subject_as_username),
+                ("tls_version", self.tls_version.is_some()),
+            ];
+            if let Some((name, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{name} needs TLS on this listener: set certfile and keyfile"
+                ));
+            }
+        }
+        if self.require_certificate && self.cafile.is_none() {
+            return Err("require_certificate true needs a cafile to verify clients with".into());
+        }
+        if self.use_identity_as_username && self.use_subject_as_username {
+            return Err(
+                "use_identity_as_username and use_subject_as_username exclude each other".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -97,8 +173,8 @@ pub fn default_listeners(port: u16) -> Vec<ListenerConfig> {
     vec![
         ListenerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
         ListenerConfig {
-            addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
             optional: true,
+            ..ListenerConfig::new(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port))
         },
     ]
 }
@@ -131,6 +207,10 @@ impl Config {
     /// comments, blank lines ignored.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        // The listeners the last `listener` line opened (two without an
+        // address: IPv4 and IPv6) and its line number: per-listener options
+        // apply to them.
+        let mut current: Option<(std::ops::Range<usize>, usize)> = None;
         for (index, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -158,8 +238,88 @@ impl Config {
                     .filter(|v| *v <= max)
                     .ok_or_else(|| err(format!("{option}: {value:?} is not a number up to {max}")))
             };
+            let flag = || -> Result<bool, ConfigError> {
+                match one()? {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    other => Err(err(format!("{option}: {other:?} is not true or false"))),
+                }
+            };
+            // Per-listener options (Mosquitto: they apply to the listener
+            // above them) change every socket of the current listener.
+            let listener_option = |config: &mut Config,
+                                   set: &dyn Fn(&mut ListenerConfig)|
+             -> Result<(), ConfigError> {
+                let Some((range, _)) = &current else {
+                    return Err(err(format!(
+                        "{option} applies to a listener: put it after a `listener` line"
+                    )));
+                };
+                for l in config.listeners.get_mut(range.clone()).unwrap_or_default() {
+                    set(l);
+                }
+                Ok(())
+            };
             match option {
+                "protocol" => {
+                    let protocol = match one()? {
+                        "mqtt" => ListenerProtocol::Mqtt,
+                        "websockets" => ListenerProtocol::WebSockets,
+                        other => {
+                            return Err(err(format!(
+                                "protocol: {other:?} is not mqtt or websockets"
+                            )))
+                        }
+                    };
+                    listener_option(&mut config, &|l| l.protocol = protocol)?;
+                }
+                "cafile" => {
+                    let path = PathBuf::from(one()?);
+                    listener_option(&mut config, &|l| l.cafile = Some(path.clone()))?;
+                }
+                "capath" => {
+                    one()?;
+                    return Err(err(
+                        "capath is not supported: concatenate the CA certificates into one \
+                         PEM file and name it with cafile"
+                            .into(),
+                    ));
+                }
+                "certfile" => {
+                    let path = PathBuf::from(one()?);
+                    listener_option(&mut config, &|l| l.certfile = Some(path.clone()))?;
+                }
+                "keyfile" => {
+                    let path = PathBuf::from(one()?);
+                    listener_option(&mut config, &|l| l.keyfile = Some(path.clone()))?;
+                }
+                "require_certificate" => {
+                    let on = flag()?;
+                    listener_option(&mut config, &|l| l.require_certificate = on)?;
+                }
+                "use_identity_as_username" => {
+                    let on = flag()?;
+                    listener_option(&mut config, &|l| l.use_identity_as_username = on)?;
+                }
+                "use_subject_as_username" => {
+                    let on = flag()?;
+                    listener_option(&mut config, &|l| l.use_subject_as_username = on)?;
+                }
+                "tls_version" => {
+                    let version = match one()? {
+                        "tlsv1.2" => TlsVersion::Tls12,
+                        "tlsv1.3" => TlsVersion::Tls13,
+                        other => {
+                            return Err(err(format!(
+                                "tls_version: {other:?} is not supported (tlsv1.2 or tlsv1.3)"
+                            )))
+                        }
+                    };
+                    listener_option(&mut config, &|l| l.tls_version = Some(version))?;
+                }
                 "listener" => {
+                    validate_listener(&config, &current, file)?;
+                    let start = config.listeners.len();
                     config.listeners_from_file = true;
                     let (port, host) = match args.as_slice() {
                         [port] => (*port, None),
@@ -190,6 +350,7 @@ impl Config {
                             }
                         }
                     }
+                    current = Some((start..config.listeners.len(), index + 1));
                 }
                 "max_connections" => {
                     let value = one()?;
@@ -270,8 +431,28 @@ impl Config {
                 }
             }
         }
+        validate_listener(&config, &current, file)?;
         Ok(config)
     }
+}
+
+/// Checks the listener opened at the given line, once all its options are read.
+fn validate_listener(
+    config: &Config,
+    current: &Option<(std::ops::Range<usize>, usize)>,
+    file: &str,
+) -> Result<(), ConfigError> {
+    let Some((range, line)) = current else {
+        return Ok(());
+    };
+    if let Some(l) = config.listeners.get(range.start) {
+        l.validate().map_err(|message| ConfigError::Invalid {
+            file: file.to_string(),
+            line: *line,
+            message: format!("listener: {message}"),
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,5 +480,67 @@ mod tests {
         assert!(e.to_string().starts_with("m.conf:2: "), "{e}");
         let e = Config::parse("max_keepalive 70000\n", "m.conf").unwrap_err();
         assert!(e.to_string().starts_with("m.conf:1: "), "{e}");
+    }
+
+    #[test]
+    fn options_after_a_listener_apply_to_it() {
+        let c = Config::parse(
+            "listener 1883 127.0.0.1\n\
+             listener 8883\ncertfile s.pem\nkeyfile s.key\ncafile ca.pem\n\
+             require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\n\
+             listener 9001 127.0.0.1\nprotocol websockets\n",
+            "t.conf",
+        )
+        .unwrap();
+        assert_eq!(c.listeners.len(), 4);
+        assert!(!c.listeners[0].is_tls());
+        for l in &c.listeners[1..3] {
+            assert!(l.is_tls());
+            assert_eq!(l.cafile.as_deref(), Some(Path::new("ca.pem")));
+            assert!(l.require_certificate && l.use_identity_as_username);
+            assert_eq!(l.tls_version, Some(TlsVersion::Tls13));
+            assert_eq!(l.protocol, ListenerProtocol::Mqtt);
+        }
+        assert_eq!(c.listeners[3].protocol, ListenerProtocol::WebSockets);
+        assert!(!c.listeners[3].is_tls());
+    }
+
+    #[test]
+    fn listener_options_without_a_listener_name_file_and_line() {
+        for option in [
+            "protocol websockets",
+            "certfile a.pem",
+            "keyfile a.key",
+            "cafile ca.pem",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "tls_version tlsv1.2",
+        ] {
+            let e = Config::parse(&format!("# x\n{option}\n"), "m.conf").unwrap_err();
+            assert!(e.to_string().starts_with("m.conf:2: "), "{e}");
+            assert!(e.to_string().contains("listener"), "{e}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_tls_settings_are_refused() {
+        for (text, line) in [
+            ("listener 1\ncertfile a\n", 1),
+            ("listener 1\ncafile a\nlistener 2\n", 1),
+            (
+                "listener 1\ncertfile a\nkeyfile b\nrequire_certificate true\n",
+                1,
+            ),
+            ("listener 1\nlistener 2\ntls_version tlsv1.2\n", 2),
+            ("listener 1\ntls_version tlsv1.1\n", 2),
+            ("listener 1\ncapath /etc/ssl\n", 2),
+            ("listener 1\nprotocol http\n", 2),
+        ] {
+            let e = Config::parse(text, "m.conf").unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("m.conf:{line}: ")),
+                "{text:?}: {e}"
+            );
+        }
     }
 }

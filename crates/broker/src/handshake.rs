@@ -64,11 +64,14 @@ impl Refused {
 }
 
 /// Answers `connect`. `shutdown` is the server's token: the connection's
-/// `kick` token is its child, so one wait serves both.
+/// `kick` token is its child, so one wait serves both. `identity`: the user
+/// named by a verified TLS client certificate (`use_identity_as_username`),
+/// which replaces CONNECT's user name and password.
 pub async fn accept(
     broker: &Arc<Broker>,
     connect: Connect,
     authenticated: Option<Authenticated>,
+    identity: Option<Arc<str>>,
     shutdown: &CancellationToken,
 ) -> Result<Accepted, Refused> {
     let protocol = connect.protocol;
@@ -117,7 +120,9 @@ pub async fn accept(
     // vouched for the user; otherwise the user name and password do.
     let mut connack_auth = Properties::new();
     let username: Option<Arc<str>>;
-    if let Some(auth) = authenticated {
+    if let Some(name) = identity {
+        username = Some(name);
+    } else if let Some(auth) = authenticated {
         username = Some(auth.username);
         connack_auth = auth.connack_properties;
     } else if v5 && connect.properties.authentication_method().is_some() {

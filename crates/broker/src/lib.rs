@@ -80,6 +80,11 @@ impl Server {
         ));
         let mut addrs = Vec::new();
         for listener in &broker.config.listeners {
+            // Certificates and keys are read before anything listens, so a
+            // bad file stops the start with an error naming it.
+            let wrapping = net::tls::wrapping(listener)
+                .map_err(|e| std::io::Error::other(format!("listener {}: {e}", listener.addr)))?
+                .map(Arc::new);
             let socket = match net::listener::bind(listener.addr).await {
                 Ok(socket) => socket,
                 Err(e) if listener.optional => {
@@ -89,11 +94,18 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let addr = socket.local_addr()?;
-            info!(%addr, "listening for MQTT");
+            let kind = match (listener.is_tls(), listener.protocol) {
+                (false, config::ListenerProtocol::Mqtt) => "MQTT",
+                (true, config::ListenerProtocol::Mqtt) => "MQTT over TLS",
+                (false, config::ListenerProtocol::WebSockets) => "MQTT over WebSocket",
+                (true, config::ListenerProtocol::WebSockets) => "MQTT over secure WebSocket",
+            };
+            info!(%addr, "listening for {kind}");
             addrs.push(addr);
             tracker.spawn(net::listener::accept_loop(
                 broker.clone(),
                 socket,
+                wrapping,
                 permits.clone(),
                 tracker.clone(),
                 shutdown.clone(),

@@ -23,6 +23,7 @@ use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
 use crate::metrics::Metrics;
 use crate::net::enhanced_auth;
+use crate::net::transport::Transport;
 use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
 use crate::session::DelayedWill;
 use ferrymq_codec::Will;
@@ -36,6 +37,24 @@ const FAIR_SHARE: usize = 64;
 /// drains: a client that writes but never reads cannot grow us unbounded.
 const WRITE_BACKPRESSURE: usize = 1024 * 1024;
 
+/// Who the client is before CONNECT says it: TLS listeners with
+/// `use_identity_as_username` / `use_subject_as_username` take the user
+/// name from the verified client certificate.
+#[derive(Debug, Clone)]
+pub(crate) enum Identity {
+    /// CONNECT's user name and password (or enhanced authentication) decide.
+    Connect,
+    /// The certificate names this user; CONNECT's credentials are ignored.
+    Certificate(Arc<str>),
+    /// The listener wants a certificate's name and the client gave none.
+    Missing,
+}
+
+/// The span every connection's log lines carry.
+pub(crate) fn conn_span(peer: SocketAddr) -> tracing::Span {
+    info_span!("conn", %peer, client_id = tracing::field::Empty)
+}
+
 /// Serves one accepted TCP connection to its end.
 pub async fn serve(
     broker: Arc<Broker>,
@@ -43,18 +62,18 @@ pub async fn serve(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let span = info_span!("conn", %peer, client_id = tracing::field::Empty);
+    let span = conn_span(peer);
     async move {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
+        // Not through `connection`: its arguments would sit in this task's
+        // future for good (the task-size test counts every byte).
         let mut io = Io {
             stream,
             rbuf: BytesMut::new(),
         };
-        // The handshake's state is boxed: it is large and short-lived, and
-        // inline it would set the size of every connection's task for good.
-        let accepted = Box::pin(handshake(&broker, &mut io, &shutdown)).await;
+        let accepted = Box::pin(open(&broker, &mut io, &shutdown, Identity::Connect)).await;
         if let Some(accepted) = accepted {
             tracing::Span::current().record("client_id", &*accepted.client_id);
             run(broker, io, accepted, shutdown).await;
@@ -64,12 +83,48 @@ pub async fn serve(
     .await;
 }
 
+/// Serves a connection over any transport, from CONNECT to its end.
+pub(crate) async fn connection<T: Transport>(
+    broker: Arc<Broker>,
+    stream: T,
+    shutdown: CancellationToken,
+    identity: Identity,
+) {
+    let mut io = Io {
+        stream,
+        rbuf: BytesMut::new(),
+    };
+    let accepted = Box::pin(open(&broker, &mut io, &shutdown, identity)).await;
+    if let Some(accepted) = accepted {
+        tracing::Span::current().record("client_id", &*accepted.client_id);
+        run(broker, io, accepted, shutdown).await;
+    }
+}
+
+/// The CONNECT handshake, boxed by callers: its state is large and
+/// short-lived, and inline it would set the size of every connection's task
+/// for good. Ends the stream politely when the connection is refused.
+async fn open<T: Transport>(
+    broker: &Arc<Broker>,
+    io: &mut Io<T>,
+    shutdown: &CancellationToken,
+    identity: Identity,
+) -> Option<Accepted> {
+    let accepted = handshake(broker, io, shutdown, identity).await;
+    if accepted.is_none() {
+        // TLS close_notify, WebSocket Close; nothing for TCP.
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.stream.close()).await;
+    }
+    accepted
+}
+
 /// Reads CONNECT under the deadline and answers it; `None` if the
 /// connection is to be closed.
-async fn handshake(
+async fn handshake<T: Transport>(
     broker: &Arc<Broker>,
-    io: &mut Io,
+    io: &mut Io<T>,
     shutdown: &CancellationToken,
+    identity: Identity,
 ) -> Option<Accepted> {
     let connect = tokio::select! {
         r = tokio::time::timeout(broker.config.connect_timeout, read_connect(io, broker)) => r,
@@ -92,12 +147,34 @@ async fn handshake(
     // The CONNECT's bytes are copied out where kept (see handshake), so
     // an idle connection holds no read buffer from here on.
     let protocol = connect.protocol;
-    let authenticated = tokio::time::timeout(
-        broker.config.connect_timeout,
-        enhanced_auth::authenticate(broker, io, &connect),
-    )
-    .await
-    .unwrap_or(Err(ReasonCode::UnspecifiedError));
+    let identity = match identity {
+        Identity::Connect => None,
+        Identity::Certificate(name) => Some(name),
+        Identity::Missing => {
+            info!("refused: the listener takes the user name from a client certificate, and there is none");
+            let refused = handshake::Refused {
+                client_id: connect.client_id.to_string(),
+                protocol,
+                reason: ReasonCode::NotAuthorized,
+                detail: "",
+            };
+            let mut out = BytesMut::new();
+            let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+            let _ = io.write_all(&mut out).await;
+            return None;
+        }
+    };
+    // A certificate's name replaces every credential CONNECT carries.
+    let authenticated = if identity.is_some() {
+        Ok(None)
+    } else {
+        tokio::time::timeout(
+            broker.config.connect_timeout,
+            enhanced_auth::authenticate(broker, io, &connect),
+        )
+        .await
+        .unwrap_or(Err(ReasonCode::UnspecifiedError))
+    };
     io.shrink();
     let authenticated = match authenticated {
         Ok(a) => a,
@@ -115,7 +192,7 @@ async fn handshake(
             return None;
         }
     };
-    match handshake::accept(broker, *connect, authenticated, shutdown).await {
+    match handshake::accept(broker, *connect, authenticated, identity, shutdown).await {
         Ok(accepted) => Some(accepted),
         Err(refused) => {
             info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
@@ -127,12 +204,12 @@ async fn handshake(
     }
 }
 
-pub(crate) struct Io {
-    stream: TcpStream,
+pub(crate) struct Io<T = TcpStream> {
+    stream: T,
     rbuf: BytesMut,
 }
 
-impl Io {
+impl<T: Transport> Io<T> {
     /// The bytes read and not yet decoded.
     pub(crate) fn buffer(&mut self) -> &mut BytesMut {
         &mut self.rbuf
@@ -141,7 +218,7 @@ impl Io {
     /// Waits for data and reads what is there; `Ok(0)` at end of stream.
     pub(crate) async fn read_some(&mut self) -> io::Result<usize> {
         loop {
-            self.stream.readable().await?;
+            self.stream.ready(Interest::READABLE).await?;
             if let Some(n) = self.try_read()? {
                 return Ok(n);
             }
@@ -176,10 +253,10 @@ impl Io {
 
     pub(crate) async fn write_all(&mut self, out: &mut BytesMut) -> io::Result<()> {
         while !out.is_empty() {
-            self.stream.writable().await?;
+            self.stream.ready(Interest::WRITABLE).await?;
             self.write_now(out)?;
         }
-        Ok(())
+        self.stream.flush().await
     }
 
     /// Lets go of an empty read buffer, so an idle connection holds none.
@@ -202,7 +279,10 @@ fn sniff_protocol(buf: &[u8]) -> Option<Protocol> {
     }
 }
 
-async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec::Connect>, String> {
+async fn read_connect<T: Transport>(
+    io: &mut Io<T>,
+    broker: &Broker,
+) -> Result<Box<ferrymq_codec::Connect>, String> {
     loop {
         // Anything but CONNECT is refused from its first byte, without
         // waiting for the rest ([MQTT-3.1.0-1]).
@@ -258,7 +338,12 @@ async fn read_connect(io: &mut Io, broker: &Broker) -> Result<Box<ferrymq_codec:
     }
 }
 
-async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: CancellationToken) {
+async fn run<T: Transport>(
+    broker: Arc<Broker>,
+    mut io: Io<T>,
+    accepted: Accepted,
+    shutdown: CancellationToken,
+) {
     let Accepted {
         mut connection,
         client_id,
@@ -286,77 +371,87 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
     let mut last_read = Instant::now();
     let mut since_yield = 0;
 
-    let close = loop {
-        if since_yield >= FAIR_SHARE {
-            // Fairness: a client that floods us must not hold a worker
-            // thread while others wait ([issue 3]: Mosquitto served one
-            // publisher 60k messages to the others' 330).
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        let more_queued = connection.drain_mailbox(Instant::now());
-        connection.flush_store_ops();
-        connection.flush_acks();
-        if let Err(e) = io.write_now(&mut connection.out) {
-            break Close::Lost(e.to_string());
-        }
-        if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
-            connection.out = BytesMut::new();
-        }
-        connection.tally.flush(&broker.metrics);
-
-        let reading = connection.out.len() < WRITE_BACKPRESSURE;
-        let writing = !connection.out.is_empty();
-        // One readiness future for both directions keeps the task small.
-        let interest = match (reading, writing) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (false, _) => Interest::WRITABLE,
-            (true, false) => Interest::READABLE,
-        };
-        let keep_alive_deadline = keep_alive_limit.map(|limit| last_read + limit);
-        tokio::select! {
-            biased;
-            // `kick` is a child of the shutdown token: it fires for both.
-            () = kick.cancelled() => {
-                break if shutdown.is_cancelled() { Close::ServerShutdown } else { Close::TakenOver };
+    // Packets the client sent right behind CONNECT, already read.
+    let pipelined = if io.rbuf.is_empty() {
+        Ok(0)
+    } else {
+        process_input(&mut connection, &mut io.rbuf, &broker, last_read)
+    };
+    io.shrink();
+    let close = match pipelined {
+        Err(close) => close,
+        Ok(_) => loop {
+            if since_yield >= FAIR_SHARE {
+                // Fairness: a client that floods us must not hold a worker
+                // thread while others wait ([issue 3]: Mosquitto served one
+                // publisher 60k messages to the others' 330).
+                since_yield = 0;
+                tokio::task::yield_now().await;
             }
-            r = io.stream.ready(interest) => {
-                let ready = match r {
-                    Ok(ready) => ready,
-                    Err(e) => break Close::Lost(e.to_string()),
-                };
-                if !reading || !(ready.is_readable() || ready.is_read_closed()) {
-                    continue;
+            let more_queued = connection.drain_mailbox(Instant::now());
+            connection.flush_store_ops();
+            connection.flush_acks();
+            if let Err(e) = io.write_now(&mut connection.out) {
+                break Close::Lost(e.to_string());
+            }
+            if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
+                connection.out = BytesMut::new();
+            }
+            connection.tally.flush(&broker.metrics);
+
+            let reading = connection.out.len() < WRITE_BACKPRESSURE;
+            let writing = !connection.out.is_empty();
+            // One readiness future for both directions keeps the task small.
+            let interest = match (reading, writing) {
+                (true, true) => Interest::READABLE | Interest::WRITABLE,
+                (false, _) => Interest::WRITABLE,
+                (true, false) => Interest::READABLE,
+            };
+            let keep_alive_deadline = keep_alive_limit.map(|limit| last_read + limit);
+            tokio::select! {
+                biased;
+                // `kick` is a child of the shutdown token: it fires for both.
+                () = kick.cancelled() => {
+                    break if shutdown.is_cancelled() { Close::ServerShutdown } else { Close::TakenOver };
                 }
-                match io.try_read() {
-                    Ok(None) => {
-                        io.shrink();
+                r = io.stream.ready(interest) => {
+                    let ready = match r {
+                        Ok(ready) => ready,
+                        Err(e) => break Close::Lost(e.to_string()),
+                    };
+                    if !reading || !(ready.is_readable() || ready.is_read_closed()) {
                         continue;
                     }
-                    Ok(Some(0)) => break Close::Lost("closed by peer".into()),
-                    Ok(Some(n)) => connection.tally.bytes_received += n as u64,
-                    Err(e) => break Close::Lost(e.to_string()),
+                    match io.try_read() {
+                        Ok(None) => {
+                            io.shrink();
+                            continue;
+                        }
+                        Ok(Some(0)) => break Close::Lost("closed by peer".into()),
+                        Ok(Some(n)) => connection.tally.bytes_received += n as u64,
+                        Err(e) => break Close::Lost(e.to_string()),
+                    }
+                    last_read = Instant::now();
+                    let result = process_input(&mut connection, &mut io.rbuf, &broker, last_read);
+                    io.shrink();
+                    match result {
+                        Ok(n) => since_yield += n,
+                        Err(close) => break close,
+                    }
                 }
-                last_read = Instant::now();
-                let result = process_input(&mut connection, &mut io.rbuf, &broker, last_read);
-                io.shrink();
-                match result {
-                    Ok(n) => since_yield += n,
-                    Err(close) => break close,
+                // New deliveries, or acknowledgements the store has released.
+                () = mailbox.notified() => {}
+                // Queued deliveries left behind by a full buffer that has since
+                // been written: go round again, after the branches above had
+                // their turn.
+                () = std::future::ready(()), if more_queued && connection.out.len() < WRITE_HIGH_WATER => {}
+                () = sleep_until(keep_alive_deadline) => {
+                    if keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit) {
+                        break Close::KeepAliveTimeout;
+                    }
                 }
             }
-            // New deliveries, or acknowledgements the store has released.
-            () = mailbox.notified() => {}
-            // Queued deliveries left behind by a full buffer that has since
-            // been written: go round again, after the branches above had
-            // their turn.
-            () = std::future::ready(()), if more_queued && connection.out.len() < WRITE_HIGH_WATER => {}
-            () = sleep_until(keep_alive_deadline) => {
-                if keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit) {
-                    break Close::KeepAliveTimeout;
-                }
-            }
-        }
+        },
     };
 
     match &close {
@@ -368,15 +463,13 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
         _ => info!("connection closed: {close}"),
     }
     connection.say_goodbye(&close);
-    if !connection.out.is_empty() {
-        // Best effort: the reason code, then close; bounded so a client
-        // that does not read cannot hold the task.
-        let _ = Box::pin(tokio::time::timeout(
-            Duration::from_secs(1),
-            io.write_all(&mut connection.out),
-        ))
-        .await;
-    }
+    // Best effort: the reason code, then close (TLS close_notify, WebSocket
+    // Close); bounded so a client that does not read cannot hold the task.
+    let _ = Box::pin(tokio::time::timeout(
+        Duration::from_secs(1),
+        goodbye(&mut io, &mut connection.out),
+    ))
+    .await;
     connection.tally.flush(&broker.metrics);
     connection.flush_store_ops();
     let now = Instant::now();
@@ -420,6 +513,15 @@ async fn run(broker: Arc<Broker>, mut io: Io, accepted: Accepted, shutdown: Canc
             .registry
             .release(&client_id, connection_id, None, now);
     }
+}
+
+/// Sends the last bytes, then ends the stream.
+async fn goodbye<T: Transport>(io: &mut Io<T>, out: &mut BytesMut) -> io::Result<()> {
+    if !out.is_empty() {
+        io.write_all(out).await?;
+    }
+    io.stream.close().await;
+    Ok(())
 }
 
 /// Publishes `will` after `delay` seconds unless cancelled first.

@@ -14,14 +14,15 @@ use crate::broker::Broker;
 use crate::handshake::Authenticated;
 
 use super::driver::Io;
+use super::transport::Transport;
 
 pub const SCRAM_SHA_512: &str = "SCRAM-SHA-512";
 
 /// Runs the exchange the CONNECT asks for. `Ok(None)`: no enhanced
 /// authentication was asked for. `Err(reason)`: refuse with CONNACK `reason`.
-pub(crate) async fn authenticate(
+pub(crate) async fn authenticate<T: Transport>(
     broker: &Broker,
-    io: &mut Io,
+    io: &mut Io<T>,
     connect: &Connect,
 ) -> Result<Option<Authenticated>, ReasonCode> {
     if !connect.protocol.is_v5() {
@@ -79,7 +80,7 @@ fn auth_packet(reason: ReasonCode, method: &ferrymq_codec::MqttString, data: Vec
     Packet::Auth(Auth { reason, properties })
 }
 
-async fn send(io: &mut Io, packet: Packet) -> Result<(), ReasonCode> {
+async fn send<T: Transport>(io: &mut Io<T>, packet: Packet) -> Result<(), ReasonCode> {
     let mut out = BytesMut::new();
     ferrymq_codec::encode(&packet, Protocol::V5, &mut out)
         .map_err(|_| ReasonCode::UnspecifiedError)?;
@@ -88,7 +89,7 @@ async fn send(io: &mut Io, packet: Packet) -> Result<(), ReasonCode> {
         .map_err(|_| ReasonCode::UnspecifiedError)
 }
 
-async fn read_packet(io: &mut Io, broker: &Broker) -> Result<Packet, ReasonCode> {
+async fn read_packet<T: Transport>(io: &mut Io<T>, broker: &Broker) -> Result<Packet, ReasonCode> {
     loop {
         match decode(io.buffer(), Protocol::V5, broker.config.max_packet_size) {
             Ok(Some(p)) => return Ok(p),

@@ -14,10 +14,12 @@ use tracing::{error, warn};
 
 use crate::broker::Broker;
 use crate::net::driver;
+use crate::net::transport::{self, Wrapping};
 
 pub async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    wrapping: Option<Arc<Wrapping>>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -40,10 +42,21 @@ pub async fn accept_loop(
                 backoff = Duration::from_millis(5);
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    driver::serve(broker, stream, peer, shutdown).await;
-                    drop(permit);
-                });
+                match &wrapping {
+                    None => tracker.spawn(async move {
+                        driver::serve(broker, stream, peer, shutdown).await;
+                        drop(permit);
+                    }),
+                    // TLS and WebSocket handshakes run in the new task.
+                    Some(wrapping) => {
+                        let wrapping = wrapping.clone();
+                        tracker.spawn(async move {
+                            transport::serve_wrapped(broker, stream, peer, shutdown, wrapping)
+                                .await;
+                            drop(permit);
+                        })
+                    }
+                };
             }
             Err(e) => {
                 // Usually EMFILE/ENFILE: wait for descriptors to free up

@@ -4,3 +4,6 @@
 pub mod driver;
 pub mod enhanced_auth;
 pub mod listener;
+pub mod tls;
+pub mod transport;
+pub mod x509;
