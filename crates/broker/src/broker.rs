@@ -131,15 +131,18 @@ impl Broker {
             .unsubscribe(inner, &SubscriptionKey { session, group })
     }
 
-    /// Hands every message a session holds through share groups, queued or
-    /// sent but not yet received (no PUBREC), to other members: the session
-    /// is leaving ([MQTT-4.8.2-5]).
+    /// Hands what a leaving session holds through share groups to other
+    /// members: every queued message, and QoS 1 messages sent but not
+    /// acknowledged. A QoS 2 message already sent stays with the session,
+    /// to be completed when it returns and never sent to anyone else
+    /// ([MQTT-4.8.2-4], [MQTT-4.8.2-5]).
     pub fn release_shared(&self, state: &mut SessionState) {
         self.redispatch_queued_shared(state, |_| true);
         let id = state.shared.id;
-        let (shared, keep): (Vec<_>, Vec<_>) = state.inflight.drain(..).partition(|m| {
-            m.delivery.shared.is_some() && m.state != OutboundState::AwaitingPubComp
-        });
+        let (shared, keep): (Vec<_>, Vec<_>) = state
+            .inflight
+            .drain(..)
+            .partition(|m| m.delivery.shared.is_some() && m.state == OutboundState::AwaitingPubAck);
         state.inflight = keep.into();
         for m in shared {
             self.redispatch_shared(m.delivery, id);

@@ -541,3 +541,46 @@ async fn a_copy_dropped_by_a_full_queue_is_reported_with_0x97() {
         ]
     );
 }
+
+/// [MQTT-4.8.2-4]/[MQTT-4.8.2-5]: a QoS 2 message sent to a share-group
+/// member that disconnects is completed with that member, never sent to
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_qos2_in_flight_stays_with_its_member() {
+    let b = TestBroker::start().await;
+    let mut other = b.client_v5("other", true).await;
+    other.subscribe(&[("$share/g/q2", QoS::ExactlyOnce)]).await;
+    let (mut leaver, _) = b
+        .connect_with(Protocol::V5, "leaver", |c| {
+            c.clean_start = false;
+            c.properties.push(Property::SessionExpiryInterval(60));
+        })
+        .await;
+    leaver.subscribe(&[("$share/g/q2", QoS::ExactlyOnce)]).await;
+    let mut p = b.client_v5("p", true).await;
+    let mut to_leaver = None;
+    for i in 0..2u8 {
+        p.publish("q2", &[i], QoS::ExactlyOnce, false).await;
+    }
+    // One of the two went to `leaver`; it receives it and drops the socket.
+    if let Ok(Some(Packet::Publish(m))) =
+        tokio::time::timeout(QUIET, leaver.try_recv(ferrymq_testkit::WAIT)).await
+    {
+        to_leaver = Some(m);
+    }
+    let sent = to_leaver.expect("round robin gave leaver one message");
+    drop(leaver);
+    let for_other = other.recv_publish().await;
+    assert_ne!(for_other.payload, sent.payload);
+    other.expect_nothing(QUIET).await;
+    // Back again: the message is completed with the same packet id.
+    let (mut back, ack) = b
+        .connect_with(Protocol::V5, "leaver", |c| {
+            c.clean_start = false;
+            c.properties.push(Property::SessionExpiryInterval(60));
+        })
+        .await;
+    assert!(ack.session_present);
+    let again = back.recv_publish().await;
+    assert_eq!((again.packet_id, again.dup), (sent.packet_id, true));
+}
