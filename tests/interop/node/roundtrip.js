@@ -1,12 +1,13 @@
 // MQTT.js publish/subscribe round trip against a broker.
-// Usage: node roundtrip.js HOST PORT (4|5)
+// Usage: node roundtrip.js HOST PORT (4|5) [ws]
+// With "ws", over WebSocket (ws://HOST:PORT/mqtt, subprotocol mqtt).
 // Subscribes at QoS 2, publishes at QoS 0/1/2 (MQTT 5: with a user
 // property), checks each message arrives. Exits 0 on success, 1 otherwise;
 // every wait is bounded.
 "use strict";
 const mqtt = require("mqtt");
 
-const [host, port, version] = process.argv.slice(2);
+const [host, port, version, transport] = process.argv.slice(2);
 const protocolVersion = Number(version);
 const topic = `interop/mqttjs/${version}`;
 const timer = setTimeout(() => fail("timed out"), 10000);
@@ -23,6 +24,7 @@ const client = mqtt.connect({
   clientId: `mqttjs-${version}`,
   reconnectPeriod: 0,
   connectTimeout: 5000,
+  ...(transport === "ws" ? { protocol: "ws", path: "/mqtt" } : {}),
 });
 client.on("error", (e) => fail(`error: ${e.message}`));
 
