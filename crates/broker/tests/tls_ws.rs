@@ -681,3 +681,84 @@ async fn packets_sent_with_connect_are_handled_over_tcp() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn use_subject_as_username_applies_the_acl_to_the_subject() {
+    let pki = Pki::new();
+    let acl = pki.path("acl");
+    std::fs::write(&acl, "user CN=sensor-9\ntopic readwrite sensors/9/#\n").unwrap();
+    let server = start_with(Config {
+        listeners: vec![ListenerConfig {
+            cafile: Some(pki.ca_file()),
+            require_certificate: true,
+            use_subject_as_username: true,
+            ..pki.tls_listener()
+        }],
+        allow_anonymous: Some(false),
+        acl_file: Some(acl),
+        ..test_config()
+    })
+    .await;
+    let (cert, key) = pki.client_cert("sensor-9");
+    let tls = TlsOptions {
+        cert_file: Some(cert),
+        key_file: Some(key),
+        ..pki.client_tls()
+    };
+    let (client, _incoming) =
+        connect(options(server.local_addrs()[0], Transport::Tls(tls), "s9").protocol(Protocol::V5))
+            .await
+            .unwrap();
+    assert_eq!(
+        client
+            .subscribe("sensors/9/#", QoS::AtMostOnce)
+            .await
+            .unwrap(),
+        ReasonCode::Success
+    );
+    assert_eq!(
+        client
+            .subscribe("sensors/1/#", QoS::AtMostOnce)
+            .await
+            .unwrap(),
+        ReasonCode::NotAuthorized
+    );
+    client.disconnect().await.unwrap();
+    server.shutdown().await;
+}
+
+/// The path a Mosquitto user takes: a mosquitto.conf with TLS and
+/// WebSocket listeners, parsed and started.
+#[tokio::test]
+async fn listeners_from_a_mosquitto_conf() {
+    let pki = Pki::new();
+    let conf = format!(
+        "persistence false\nallow_anonymous true\nsys_interval 0\n\
+         listener 0 127.0.0.1\nprotocol websockets\n\
+         listener 0 127.0.0.1\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n\
+         listener 0 127.0.0.1\nprotocol websockets\ncertfile {0}/server.pem\n\
+         keyfile {0}/server.key\ntls_version tlsv1.2\n",
+        pki.dir.path().display()
+    );
+    let config = Config::parse(&conf, "mosquitto.conf").unwrap();
+    let server = start_with(config).await;
+    let [ws, tls, wss] = [0, 1, 2].map(|i| server.local_addrs()[i]);
+    let path = "/mqtt".to_string();
+    round_trip(
+        ws,
+        Transport::WebSocket { path: path.clone() },
+        Protocol::V5,
+    )
+    .await;
+    round_trip(tls, Transport::Tls(pki.client_tls()), Protocol::V5).await;
+    round_trip(
+        wss,
+        Transport::SecureWebSocket {
+            path,
+            tls: pki.client_tls(),
+        },
+        Protocol::V3_1_1,
+    )
+    .await;
+    server.shutdown().await;
+}
