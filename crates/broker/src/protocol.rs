@@ -86,6 +86,10 @@ impl std::fmt::Display for Close {
     }
 }
 
+/// The sequence number of an acknowledgement whose writes are gathered but
+/// not yet submitted to the store.
+const UNSUBMITTED: u64 = u64::MAX;
+
 /// Stop filling the write buffer from the mailbox past this many bytes.
 pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 
@@ -388,19 +392,24 @@ impl Connection {
 
     /// Sends `ack` once `ops` (and everything acknowledged before it) is
     /// durable; at once when nothing waits ([MQTT-4.6.0-2]: in order).
+    ///
+    /// The writes join the connection's batch, submitted once per read
+    /// (`flush_store_ops`): one hand-over to the store writer for all the
+    /// packets one read brought, not one per message. Until then the
+    /// acknowledgement waits under [`UNSUBMITTED`].
     fn queue_ack(&mut self, ops: Vec<Op>, ack: Packet) {
-        let seq = match self.broker.store(ops) {
-            Some(seq) => seq,
-            None => match self.pending_acks.back() {
-                Some((last, _)) => *last,
-                None => return self.send(&ack),
-            },
+        if ops.is_empty() && self.pending_acks.is_empty() {
+            return self.send(&ack);
+        }
+        let seq = if ops.is_empty() {
+            self.pending_acks
+                .back()
+                .map_or(UNSUBMITTED, |(last, _)| *last)
+        } else {
+            self.store_ops.extend(ops);
+            UNSUBMITTED
         };
         self.pending_acks.push_back((seq, ack));
-        if let Some(p) = &self.broker.persist {
-            p.wake_when_durable(seq, &self.session.shared.mailbox);
-        }
-        self.flush_acks();
     }
 
     /// Sends the acknowledgements whose writes are durable.
@@ -421,8 +430,24 @@ impl Connection {
 
     /// Submits the store writes gathered while handling packets.
     pub fn flush_store_ops(&mut self) {
-        if !self.store_ops.is_empty() {
-            self.broker.store(std::mem::take(&mut self.store_ops));
+        if self.store_ops.is_empty() {
+            return;
+        }
+        let Some(seq) = self.broker.store(std::mem::take(&mut self.store_ops)) else {
+            return;
+        };
+        let mut waiting = false;
+        for (s, _) in self.pending_acks.iter_mut().rev() {
+            if *s != UNSUBMITTED {
+                break;
+            }
+            *s = seq;
+            waiting = true;
+        }
+        if waiting {
+            if let Some(p) = &self.broker.persist {
+                p.wake_when_durable(seq, &self.session.shared.mailbox);
+            }
         }
     }
 
