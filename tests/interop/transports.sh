@@ -48,6 +48,15 @@ else
     fail "TLS/WebSocket config passes --test-config" "$out"
 fi
 
+sed "s|$TLSDIR/server.key|$TLSDIR/missing.key|" "$WORK/transports.conf" >"$WORK/broken.conf"
+if out=$("$FERRYMQ" broker --test-config -c "$WORK/broken.conf" 2>&1); then
+    fail "--test-config refuses a missing keyfile" "accepted: $out"
+elif [[ "$out" == *"missing.key"* ]]; then
+    pass "--test-config refuses a missing keyfile, naming it"
+else
+    fail "--test-config refuses a missing keyfile, naming it" "$out"
+fi
+
 mkdir -p "$WORK/transports"
 (cd "$WORK/transports" && exec env RUST_LOG=info "$FERRYMQ" broker -c "$WORK/transports.conf") \
     >"$WORK/transports.log" 2>&1 &
@@ -111,6 +120,13 @@ if [ "$listening" = 3 ]; then
         fail "plain MQTT to a TLS port is refused" "mosquitto_pub succeeded"
     else
         pass "plain MQTT to a TLS port is refused"
+    fi
+
+    kill -HUP "$TRANSPORTS"
+    if wait_for "$WORK/transports.log" "TLS files of 2 listener(s) reloaded"; then
+        tls_round_trip "SIGHUP reloads TLS files; mosquitto_pub/sub over TLS after it" "$TLS_PORT"
+    else
+        fail "SIGHUP reloads TLS files" "$(tail -5 "$WORK/transports.log")"
     fi
 else
     fail "ferrymq starts with TLS and WebSocket listeners" "$(cat "$WORK/transports.log")"

@@ -51,6 +51,8 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// TLS and WebSocket listeners, for `reload_tls`.
+    wrappings: Vec<Arc<net::transport::Wrapping>>,
 }
 
 impl Server {
@@ -79,6 +81,7 @@ impl Server {
             broker.config.max_connections.min(Semaphore::MAX_PERMITS),
         ));
         let mut addrs = Vec::new();
+        let mut wrappings = Vec::new();
         for listener in &broker.config.listeners {
             // Certificates and keys are read before anything listens, so a
             // bad file stops the start with an error naming it.
@@ -94,6 +97,7 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let addr = socket.local_addr()?;
+            wrappings.extend(wrapping.clone());
             let kind = match (listener.is_tls(), listener.protocol) {
                 (false, config::ListenerProtocol::Mqtt) => "MQTT",
                 (true, config::ListenerProtocol::Mqtt) => "MQTT over TLS",
@@ -119,7 +123,16 @@ impl Server {
             addrs,
             shutdown,
             tracker,
+            wrappings,
         })
+    }
+
+    /// Reads the TLS listeners' certificate, key and CA files again (at
+    /// SIGHUP): new connections use them, established ones are untouched.
+    /// All or nothing: if a file cannot be read, every listener keeps its
+    /// previous files and the error names the one that failed.
+    pub fn reload_tls(&self) -> Result<usize, String> {
+        net::tls::reload(&self.wrappings)
     }
 
     /// The bound addresses, in listener order (useful with port 0).

@@ -762,3 +762,44 @@ async fn listeners_from_a_mosquitto_conf() {
     .await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn reload_tls_serves_new_certificates_to_new_connections_only() {
+    let old = Pki::new();
+    let new = Pki::new();
+    let server = start(vec![old.tls_listener()]).await;
+    let addr = server.local_addrs()[0];
+    let (kept, mut kept_incoming) =
+        connect(options(addr, Transport::Tls(old.client_tls()), "kept"))
+            .await
+            .unwrap();
+    kept.subscribe("reload/#", QoS::AtLeastOnce).await.unwrap();
+
+    // A file that cannot be read: nothing changes.
+    std::fs::write(old.path("server.key"), "not a key").unwrap();
+    let err = server.reload_tls().unwrap_err();
+    assert!(err.contains("keyfile"), "{err}");
+    round_trip(addr, Transport::Tls(old.client_tls()), Protocol::V5).await;
+
+    // The listener's files now hold the new CA's certificate.
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(new.path(f), old.path(f)).unwrap();
+    }
+    assert_eq!(server.reload_tls().unwrap(), 1);
+    round_trip(addr, Transport::Tls(new.client_tls()), Protocol::V5).await;
+    let refused = connect(options(addr, Transport::Tls(old.client_tls()), "stale")).await;
+    assert!(matches!(refused, Err(Error::Tls(_))), "{refused:?}");
+
+    // The connection made before the reload carries on.
+    kept.publish("reload/1", "still", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = kept_incoming
+        .next_message_within(WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload, Bytes::from_static(b"still"));
+    kept.disconnect().await.unwrap();
+    server.shutdown().await;
+}

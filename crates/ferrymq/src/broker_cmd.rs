@@ -60,6 +60,11 @@ fn serve(args: BrokerArgs) -> anyhow::Result<()> {
     let config = settings(&args)?;
     if args.test_config {
         ferrymq_broker::security::Security::load(&config)?;
+        // TLS listeners' certificate, key and CA files must load too.
+        for listener in &config.listeners {
+            ferrymq_broker::net::tls::wrapping(listener)
+                .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
+        }
         eprintln!("configuration OK");
         return Ok(());
     }
@@ -74,11 +79,20 @@ fn serve(args: BrokerArgs) -> anyhow::Result<()> {
         let server = Server::start(config).await.context("starting listeners")?;
         info!("ferrymq {} running", env!("CARGO_PKG_VERSION"));
         let broker = server.broker.clone();
+        let tls = &server;
         signals
-            .wait(|| match broker.security.reload() {
-                // SIGHUP: new password and ACL files; connected clients stay.
-                Ok(()) => info!("SIGHUP: password and ACL files reloaded"),
-                Err(e) => error!("SIGHUP: reload failed, keeping the previous files: {e}"),
+            .wait(|| {
+                match broker.security.reload() {
+                    // SIGHUP: new password and ACL files; connected clients stay.
+                    Ok(()) => info!("SIGHUP: password and ACL files reloaded"),
+                    Err(e) => error!("SIGHUP: reload failed, keeping the previous files: {e}"),
+                }
+                // And new certificates for new TLS connections.
+                match tls.reload_tls() {
+                    Ok(0) => {}
+                    Ok(n) => info!("SIGHUP: TLS files of {n} listener(s) reloaded"),
+                    Err(e) => error!("SIGHUP: TLS reload failed, keeping the previous files: {e}"),
+                }
             })
             .await;
         info!("shutting down");

@@ -19,7 +19,7 @@ use crate::net::transport::{IdentitySource, Wrapping};
 pub fn wrapping(listener: &ListenerConfig) -> Result<Option<Wrapping>, String> {
     let websocket = listener.protocol == ListenerProtocol::WebSockets;
     let tls = if listener.is_tls() {
-        Some(TlsAcceptor::from(Arc::new(server_config(listener)?)))
+        Some(parking_lot::RwLock::new(acceptor(listener)?))
     } else {
         None
     };
@@ -37,7 +37,32 @@ pub fn wrapping(listener: &ListenerConfig) -> Result<Option<Wrapping>, String> {
         tls,
         websocket,
         identity,
+        listener: listener.clone(),
     }))
+}
+
+/// A TLS acceptor for `listener`, its files read now.
+pub fn acceptor(listener: &ListenerConfig) -> Result<TlsAcceptor, String> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(listener)?)))
+}
+
+/// Reads every TLS listener's files again and, only if all of them load,
+/// makes new connections use them (established ones keep their session).
+/// Returns how many listeners were reloaded.
+pub fn reload(wrappings: &[Arc<Wrapping>]) -> Result<usize, String> {
+    let mut fresh = Vec::new();
+    for w in wrappings {
+        if let Some(tls) = &w.tls {
+            let acceptor =
+                acceptor(&w.listener).map_err(|e| format!("listener {}: {e}", w.listener.addr))?;
+            fresh.push((tls, acceptor));
+        }
+    }
+    let n = fresh.len();
+    for (tls, acceptor) in fresh {
+        *tls.write() = acceptor;
+    }
+    Ok(n)
 }
 
 fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {

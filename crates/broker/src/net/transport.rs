@@ -269,11 +269,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsBytes<S> {
 }
 
 /// How a listener turns an accepted socket into an MQTT byte stream.
-#[derive(Clone)]
 pub struct Wrapping {
-    pub tls: Option<TlsAcceptor>,
+    /// Replaced by `Server::reload_tls`; connections take a clone when they
+    /// start, so a reload never touches an established one.
+    pub tls: Option<parking_lot::RwLock<TlsAcceptor>>,
     pub websocket: bool,
     pub identity: IdentitySource,
+    /// The settings the acceptor was built from, to build it again.
+    pub listener: crate::config::ListenerConfig,
 }
 
 impl std::fmt::Debug for Wrapping {
@@ -313,7 +316,8 @@ pub(crate) async fn serve_wrapped(
         }
         let timeout = broker.config.connect_timeout;
         let handshakes = async {
-            match &wrapping.tls {
+            let acceptor = wrapping.tls.as_ref().map(|tls| tls.read().clone());
+            match acceptor {
                 None => {
                     let ws = accept_websocket(stream, &broker).await?;
                     Ok::<_, String>(Wrapped::Ws(Buffered::new(ws)))
