@@ -20,7 +20,10 @@ fn ferrymq() -> Command {
 
 /// A fresh directory for one test.
 fn dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("passwd-{name}"));
+    // The process id keeps two runs of this suite (say, two checkouts
+    // sharing a target directory) out of each other's files.
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("passwd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
