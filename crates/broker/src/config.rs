@@ -124,6 +124,12 @@ pub struct Config {
     pub sys_interval: Duration,
     /// Prefix of the client identifiers the broker assigns.
     pub auto_id_prefix: String,
+    /// `pid_file`: where the broker writes its process id.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// Options accepted but not acted on because ignoring them is harmless
+    /// (log cosmetics and the like): each names file, line and option, for
+    /// the broker to log at start.
+    pub warnings: Vec<String>,
     /// Keep sessions, queued messages and retained messages on disk.
     pub persistence: bool,
     /// Directory of the store.
@@ -158,6 +164,8 @@ impl Default for Config {
             max_keepalive: 65_535,
             sys_interval: Duration::from_secs(10),
             auto_id_prefix: "auto-".into(),
+            pid_file: None,
+            warnings: Vec::new(),
             persistence: true,
             persistence_location: "ferrymq-data".into(),
             allow_anonymous: None,
@@ -196,22 +204,21 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.display().to_string(),
-            source,
-        })?;
+        let text = read(path)?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses `mosquitto.conf` syntax: one `option value...` a line, `#`
-    /// comments, blank lines ignored.
+    /// comments, blank lines ignored; `include_dir DIR` reads every `.conf`
+    /// file in DIR, in name order, where it stands (as Mosquitto does).
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        let lines = expand_includes(text, file)?;
         // The listeners the last `listener` line opened (two without an
-        // address: IPv4 and IPv6) and its line number: per-listener options
-        // apply to them.
-        let mut current: Option<(std::ops::Range<usize>, usize)> = None;
-        for (index, raw) in text.lines().enumerate() {
+        // address: IPv4 and IPv6), its line number and file: per-listener
+        // options apply to them.
+        let mut current: Option<(std::ops::Range<usize>, usize, String)> = None;
+        for (file, index, raw) in lines.iter().map(|(f, n, t)| (f.as_str(), *n, t.as_str())) {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -250,7 +257,7 @@ impl Config {
             let listener_option = |config: &mut Config,
                                    set: &dyn Fn(&mut ListenerConfig)|
              -> Result<(), ConfigError> {
-                let Some((range, _)) = &current else {
+                let Some((range, _, _)) = &current else {
                     return Err(err(format!(
                         "{option} applies to a listener: put it after a `listener` line"
                     )));
@@ -318,7 +325,7 @@ impl Config {
                     listener_option(&mut config, &|l| l.tls_version = Some(version))?;
                 }
                 "listener" => {
-                    validate_listener(&config, &current, file)?;
+                    validate_listener(&config, &current)?;
                     let start = config.listeners.len();
                     config.listeners_from_file = true;
                     let (port, host) = match args.as_slice() {
@@ -350,7 +357,7 @@ impl Config {
                             }
                         }
                     }
-                    current = Some((start..config.listeners.len(), index + 1));
+                    current = Some((start..config.listeners.len(), index + 1, file.to_string()));
                 }
                 "max_connections" => {
                     let value = one()?;
@@ -424,6 +431,55 @@ impl Config {
                 "autosave_interval" | "autosave_on_changes" | "persistence_file" => {
                     one()?;
                 }
+                "pid_file" => config.pid_file = Some(one()?.into()),
+                // Log cosmetics: logs go to stderr through `tracing`, with the
+                // level from -v or RUST_LOG. Ignoring these changes neither
+                // security nor delivery.
+                "log_dest"
+                | "log_type"
+                | "log_timestamp"
+                | "log_timestamp_format"
+                | "log_facility"
+                | "connection_messages"
+                | "websockets_log_level"
+                | "set_tcp_nodelay" => {
+                    config.warnings.push(format!(
+                        "{file}:{}: {option} is accepted and ignored (logs go to stderr; \
+                         TCP_NODELAY is always on)",
+                        index + 1
+                    ));
+                }
+                // Options whose absence would change security or delivery:
+                // refused by name rather than silently ignored.
+                "plugin"
+                | "auth_plugin"
+                | "psk_file"
+                | "psk_hint"
+                | "connection"
+                | "user"
+                | "mount_point"
+                | "bind_interface"
+                | "crlfile"
+                | "message_size_limit"
+                | "max_queued_bytes"
+                | "max_inflight_bytes"
+                | "queue_qos0_messages"
+                | "retain_available"
+                | "maximum_qos"
+                | "persistent_client_expiration"
+                | "use_username_as_clientid"
+                | "allow_zero_length_clientid"
+                | "clientid_prefixes"
+                | "upgrade_outgoing_qos"
+                | "memory_limit"
+                | "http_dir"
+                | "accept_protocol_versions" => {
+                    return Err(err(format!(
+                        "{option} is a Mosquitto option ferrymq does not implement yet; \
+                         ignoring it would change security or delivery, so the \
+                         configuration is refused"
+                    )))
+                }
                 other => {
                     return Err(err(format!(
                         "unknown or not yet supported option {other:?}"
@@ -431,7 +487,7 @@ impl Config {
                 }
             }
         }
-        validate_listener(&config, &current, file)?;
+        validate_listener(&config, &current)?;
         Ok(config)
     }
 }
@@ -439,10 +495,9 @@ impl Config {
 /// Checks the listener opened at the given line, once all its options are read.
 fn validate_listener(
     config: &Config,
-    current: &Option<(std::ops::Range<usize>, usize)>,
-    file: &str,
+    current: &Option<(std::ops::Range<usize>, usize, String)>,
 ) -> Result<(), ConfigError> {
-    let Some((range, line)) = current else {
+    let Some((range, line, file)) = current else {
         return Ok(());
     };
     if let Some(l) = config.listeners.get(range.start) {
@@ -455,8 +510,109 @@ fn validate_listener(
     Ok(())
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+/// (file, line number from 0, text) for every line, with `include_dir`
+/// lines replaced by the lines of the `.conf` files they name. Included
+/// files may not include further.
+fn expand_includes(text: &str, file: &str) -> Result<Vec<(String, usize, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let mut words = raw.split_whitespace();
+        if words.next() != Some("include_dir") {
+            out.push((file.to_string(), index, raw.to_string()));
+            continue;
+        }
+        let err = |message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            line: index + 1,
+            message,
+        };
+        let (Some(dir), None) = (words.next(), words.next()) else {
+            return Err(err("include_dir takes exactly one directory".into()));
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| err(format!("include_dir {dir}: {e}")))?;
+        let mut files: Vec<std::path::PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        files.sort();
+        for path in files {
+            let included = read(&path)?;
+            let name = path.display().to_string();
+            for (n, line) in included.lines().enumerate() {
+                if line.split_whitespace().next() == Some("include_dir") {
+                    return Err(ConfigError::Invalid {
+                        file: name,
+                        line: n + 1,
+                        message: "include_dir inside an included file".into(),
+                    });
+                }
+                out.push((name.clone(), n, line.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn include_dir_reads_conf_files_in_order_and_errors_name_them() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-include-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b.conf"), "max_queued_messages 7\n").unwrap();
+        std::fs::write(
+            dir.join("a.conf"),
+            "max_queued_messages 3\nmax_keepalive 30\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("ignored.txt"), "bogus\n").unwrap();
+        let main = format!("listener 1883\ninclude_dir {}\n", dir.display());
+        let c = Config::parse(&main, "main.conf").unwrap();
+        assert_eq!(
+            (c.max_queued_messages, c.max_keepalive),
+            (7, 30),
+            "a.conf then b.conf"
+        );
+        std::fs::write(dir.join("c.conf"), "\nfrobnicate 1\n").unwrap();
+        let e = Config::parse(&main, "main.conf").unwrap_err().to_string();
+        assert!(e.contains("c.conf:2:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn harmless_options_warn_and_delivery_options_are_refused() {
+        let c = Config::parse(
+            "log_dest syslog\nlog_type all\npid_file /run/x.pid\n",
+            "m.conf",
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2);
+        assert!(
+            c.warnings[0].starts_with("m.conf:1: log_dest"),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(c.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
+        for option in [
+            "plugin /x.so",
+            "message_size_limit 10",
+            "connection bridge",
+            "psk_file f",
+        ] {
+            let e = Config::parse(option, "m.conf").unwrap_err().to_string();
+            assert!(e.contains("does not implement yet"), "{option}: {e}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -20,6 +20,9 @@ pub struct BrokerArgs {
     /// Log every connection event (debug level).
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Mosquitto's "run in the background": refused, with the reason.
+    #[arg(short = 'd', long)]
+    daemon: bool,
     /// Check the configuration (and the password and ACL files it names),
     /// then exit: 0 if it is valid.
     #[arg(long = "test-config")]
@@ -57,7 +60,16 @@ fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
 }
 
 fn serve(args: BrokerArgs) -> anyhow::Result<()> {
+    if args.daemon {
+        anyhow::bail!(
+            "-d (daemonize) is not supported: run ferrymq under systemd or another \
+             supervisor, which is what Debian's mosquitto.service does too"
+        );
+    }
     let config = settings(&args)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     if args.test_config {
         ferrymq_broker::security::Security::load(&config)?;
         // TLS listeners' certificate, key and CA files must load too.
@@ -76,6 +88,8 @@ fn serve(args: BrokerArgs) -> anyhow::Result<()> {
         // Handlers first: a signal that arrives as soon as the listeners
         // are up must shut down cleanly, not kill the process.
         let signals = Signals::install()?;
+        // Before the listeners: whoever sees the broker listen finds it.
+        let _pid_file = config.pid_file.clone().map(PidFile::write).transpose()?;
         let server = Server::start(config).await.context("starting listeners")?;
         info!("ferrymq {} running", env!("CARGO_PKG_VERSION"));
         let broker = server.broker.clone();
@@ -127,5 +141,22 @@ impl Signals {
                 _ = self.hup.recv() => reload(),
             }
         }
+    }
+}
+
+/// `pid_file`: written at start, removed at exit.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> anyhow::Result<PidFile> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("pid_file {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

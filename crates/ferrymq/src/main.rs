@@ -32,7 +32,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(arguments());
     let name = match cli.command {
         Command::Broker(args) => return broker_cmd::run(args),
         Command::Pub(args) => return cli::run("pub", cli::pub_cmd::run(args)),
@@ -43,4 +43,19 @@ fn main() -> ExitCode {
     };
     eprintln!("ferrymq {name}: not built yet");
     ExitCode::FAILURE
+}
+
+/// The command line, with `broker` put in front when the binary was
+/// started through a link named `mosquitto`: systemd units and scripts
+/// written for Mosquitto then run ferrymq unchanged.
+fn arguments() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as_mosquitto = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|name| name == "mosquitto");
+    if invoked_as_mosquitto {
+        args.insert(1, "broker".into());
+    }
+    args
 }

@@ -270,3 +270,69 @@ fn mqtt_login_keep(addr: &str) -> TcpStream {
     assert_eq!(ack, [0x20, 2, 0, 0]);
     s
 }
+
+/// Mosquitto's systemd unit and scripts start `mosquitto -c FILE`: through
+/// a link of that name ferrymq runs as `ferrymq broker`, writes its
+/// `pid_file` and removes it on SIGTERM.
+#[test]
+fn started_as_mosquitto_with_a_pid_file() {
+    let dir = workdir();
+    let link = dir.join("mosquitto");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ferrymq"), &link).unwrap();
+    let pid_file = dir.join("mosquitto.pid");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid_file {}\nlistener 0 127.0.0.1\nallow_anonymous true\nlog_dest stderr\npersistence false\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Proc(
+        Command::new(&link)
+            .args(["-c", conf.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .current_dir(&dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut warned = false;
+    let addr = loop {
+        let line = lines.next().expect("broker logs its listener");
+        warned |= line.contains("log_dest is accepted and ignored");
+        if let Some(i) = line.find("listening for MQTT addr=") {
+            break line[i + "listening for MQTT addr=".len()..]
+                .trim()
+                .to_string();
+        }
+    };
+    assert!(warned, "the ignored option is named in a warning");
+    let _client = mqtt_connect(&addr);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, child.0.id());
+    std::thread::spawn(move || lines.for_each(drop));
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    assert!(!pid_file.exists(), "pid file removed at exit");
+}
+
+#[test]
+fn daemon_flag_is_refused_with_the_reason() {
+    let out = ferrymq()
+        .args(["broker", "-d"])
+        .current_dir(workdir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+}
