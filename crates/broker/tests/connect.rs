@@ -151,3 +151,30 @@ async fn pingreq_gets_pingresp() {
     c.send_raw(&[0xC0, 0x00]).await;
     assert_eq!(c.recv().await, Packet::PingResp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_and_frees_up() {
+    let mut config = ferrymq_testkit::test_config();
+    config.max_connections = 3;
+    let b = TestBroker::with_config(config).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(b.client(&format!("held-{i}"), true).await);
+    }
+    // The fourth is not served while three connections exist...
+    let mut fourth = TestClient::connect(b.addr, Protocol::V3_1_1).await;
+    fourth
+        .send(Packet::Connect(Box::new(connect(
+            Protocol::V3_1_1,
+            "fourth",
+            true,
+        ))))
+        .await;
+    fourth.expect_nothing(Duration::from_millis(300)).await;
+    // ...and is as soon as one of them goes.
+    held.pop().unwrap().disconnect().await;
+    match fourth.recv().await {
+        Packet::ConnAck(ack) => assert_eq!(ack.reason, ReasonCode::Success),
+        other => panic!("{other:?}"),
+    }
+}
