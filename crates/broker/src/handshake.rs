@@ -218,7 +218,9 @@ pub async fn accept(
         .shared
         .durable
         .store(durable, std::sync::atomic::Ordering::Relaxed);
-    if durable && !session_present {
+    // Connected now: the record loses its expiry deadline and any delayed
+    // will cancelled above.
+    if durable {
         broker.store_session(&session, 0);
     }
 

@@ -32,6 +32,7 @@ pub mod session;
 pub mod shared;
 pub mod subscribe;
 pub mod sys;
+pub mod will;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,10 +73,10 @@ impl Server {
         };
         let security = security::Security::load(&config).map_err(std::io::Error::other)?;
         let broker = Broker::with_parts(config, writer, security);
-        if let Some(loaded) = loaded {
-            persist::recover(&broker, loaded);
-        }
         let shutdown = CancellationToken::new();
+        if let Some(loaded) = loaded {
+            persist::recover(&broker, loaded, &shutdown);
+        }
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(
             broker.config.max_connections.min(Semaphore::MAX_PERMITS),

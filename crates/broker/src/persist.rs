@@ -265,6 +265,13 @@ pub fn encode_session(state: &SessionState, expires_at: u64) -> Bytes {
         out.put_u8(options_byte(&options.options));
         out.put_u32(options.identifier.unwrap_or(0));
     }
+    // A will waiting out its delay, so a restart keeps the timer.
+    if let Some(will) = &state.delayed_will {
+        out.put_u8(1);
+        out.put_u64(will.publish_at_unix_ms);
+        out.put_u64(unix_ms(will.message.received, Instant::now()));
+        encode_message(&will.message, &mut out);
+    }
     out.freeze()
 }
 
@@ -272,6 +279,8 @@ struct SessionRecord {
     expiry_interval: u32,
     expires_at: u64,
     subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    /// (due as Unix ms, the will).
+    will: Option<(u64, Message)>,
 }
 
 fn decode_session(record: &[u8]) -> Option<SessionRecord> {
@@ -297,10 +306,18 @@ fn decode_session(record: &[u8]) -> Option<SessionRecord> {
         let id = Some(b.get_u32()).filter(|&id| id != 0);
         subscriptions.push((filter, options, id));
     }
+    let will = if b.remaining() >= 17 && b.get_u8() == 1 {
+        let due = b.get_u64();
+        let received = instant_from_unix_ms(b.get_u64(), Instant::now());
+        Some((due, decode_message(&mut BytesMut::from(b), received)?))
+    } else {
+        None
+    };
     Some(SessionRecord {
         expiry_interval,
         expires_at,
         subscriptions,
+        will,
     })
 }
 
@@ -313,7 +330,11 @@ pub fn unix_deadline(secs: u32) -> u64 {
 }
 
 /// Rebuilds retained messages and parked sessions from `loaded`.
-pub fn recover(broker: &Broker, loaded: Loaded) {
+pub fn recover(
+    broker: &Arc<Broker>,
+    loaded: Loaded,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
     let now = Instant::now();
     let mut cleanup = Vec::new();
     for (topic, record) in &loaded.retained {
@@ -336,6 +357,18 @@ pub fn recover(broker: &Broker, loaded: Loaded) {
         let id: Arc<str> = client_id.as_str().into();
         let mut state = broker.new_session(id, rec.expiry_interval);
         state.shared.durable.store(true, Ordering::Relaxed);
+        if let Some((due, message)) = rec.will {
+            // The delay keeps counting across the restart; one already past
+            // is published now.
+            let left = Duration::from_millis(due.saturating_sub(unix_deadline(0)));
+            state.delayed_will = Some(crate::will::schedule(
+                broker,
+                Arc::new(message),
+                left,
+                due,
+                shutdown,
+            ));
+        }
         for (filter, options, identifier) in rec.subscriptions {
             let (inner, share) = match shared::parse(&filter) {
                 Some(Ok((name, inner))) => (

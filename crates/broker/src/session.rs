@@ -83,6 +83,10 @@ impl Subscriber for Subscription {
 pub struct DelayedWill {
     pub cancel: tokio_util::sync::CancellationToken,
     pub publish_now: Arc<std::sync::atomic::AtomicBool>,
+    /// The will, as it will be published.
+    pub message: Arc<crate::message::Message>,
+    /// When it is due, as Unix milliseconds (for the store).
+    pub publish_at_unix_ms: u64,
 }
 
 impl DelayedWill {

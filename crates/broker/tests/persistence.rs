@@ -147,3 +147,38 @@ async fn an_unreadable_store_is_a_clear_error_not_a_fresh_start() {
         b"not a fjall store at all"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_survives_a_restart() {
+    use ferrymq_codec::Property;
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let (c, _) = b
+        .connect_with(Protocol::V5, "mortal", |c| {
+            let mut w = ferrymq_testkit::will("wills/mortal", "gone", QoS::AtLeastOnce, false);
+            w.properties.push(Property::WillDelayInterval(2));
+            c.will = Some(w);
+            c.clean_start = false;
+            c.properties.push(Property::SessionExpiryInterval(600));
+        })
+        .await;
+    let mut c = c;
+    c.sync().await;
+    drop(c); // no DISCONNECT: the will is due in 2 s
+             // Wait until the broker has parked the session with its will.
+    let deadline = std::time::Instant::now() + ferrymq_testkit::WAIT;
+    while b.broker().registry.parked() == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    b.server.shutdown().await;
+
+    let b = start(dir.path()).await;
+    let mut w = b.client("watcher", true).await;
+    w.subscribe(&[("wills/#", QoS::AtLeastOnce)]).await;
+    let m = w.recv_publish().await;
+    assert_eq!(
+        (&m.topic[..], &m.payload[..]),
+        ("wills/mortal", &b"gone"[..])
+    );
+}

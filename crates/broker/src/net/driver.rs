@@ -25,9 +25,6 @@ use crate::metrics::Metrics;
 use crate::net::enhanced_auth;
 use crate::net::transport::Transport;
 use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
-use crate::session::DelayedWill;
-use ferrymq_codec::Will;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Smallest read buffer allocated when data arrives.
 const READ_CHUNK: usize = 4 * 1024;
@@ -491,10 +488,17 @@ async fn run<T: Transport>(
             .will_delay_interval()
             .unwrap_or(0)
             .min(session.expiry_interval);
+        let message = Arc::new(will_message(will, now));
         if delay == 0 {
-            broker.publish(Arc::new(will_message(will, now)));
+            broker.publish(message);
         } else {
-            session.delayed_will = Some(schedule_will(&broker, will, delay, &shutdown));
+            session.delayed_will = Some(crate::will::schedule(
+                &broker,
+                message,
+                Duration::from_secs(u64::from(delay)),
+                crate::persist::unix_deadline(delay),
+                &shutdown,
+            ));
         }
     }
     if session.is_persistent() {
@@ -522,33 +526,6 @@ async fn goodbye<T: Transport>(io: &mut Io<T>, out: &mut BytesMut) -> io::Result
     }
     io.stream.close().await;
     Ok(())
-}
-
-/// Publishes `will` after `delay` seconds unless cancelled first.
-fn schedule_will(
-    broker: &Arc<Broker>,
-    will: Will,
-    delay: u32,
-    shutdown: &CancellationToken,
-) -> DelayedWill {
-    let delayed = DelayedWill {
-        cancel: CancellationToken::new(),
-        publish_now: Arc::new(AtomicBool::new(false)),
-    };
-    let (broker, shutdown, handle) = (broker.clone(), shutdown.clone(), delayed.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
-            () = handle.cancel.cancelled() => {
-                if !handle.publish_now.load(Ordering::SeqCst) {
-                    return;
-                }
-            }
-            () = shutdown.cancelled() => return,
-        }
-        broker.publish(Arc::new(will_message(will, Instant::now())));
-    });
-    delayed
 }
 
 struct SlotGuard {
