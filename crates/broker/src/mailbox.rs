@@ -76,15 +76,6 @@ impl Mailbox {
         self.inner.lock().queue.push_back(delivery);
     }
 
-    /// Puts deliveries back at the front, in order (used when a session is
-    /// resumed with messages that were dequeued but never sent).
-    pub fn push_front_all(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
-        let mut inner = self.inner.lock();
-        for d in deliveries.rev() {
-            inner.queue.push_front(d);
-        }
-    }
-
     /// Takes the first delivery if `accept` says it can be sent now.
     pub fn pop_if(&self, accept: impl FnOnce(&Delivery) -> bool) -> Option<Delivery> {
         let mut inner = self.inner.lock();

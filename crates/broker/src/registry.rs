@@ -164,11 +164,6 @@ impl Registry {
         expired
     }
 
-    /// The earliest expiry deadline, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.inner.lock().deadlines.keys().next().map(|k| k.0)
-    }
-
     /// Number of sessions, connected and parked.
     pub fn len(&self) -> usize {
         self.inner.lock().slots.len()
