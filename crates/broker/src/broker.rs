@@ -338,23 +338,29 @@ impl Broker {
         let qos = delivery.qos;
         // QoS 1/2 to a session that outlives its connection is written to
         // the store before the publisher is acknowledged.
-        let mut write = None;
+        // The record is encoded only once the queue has taken the delivery:
+        // a copy dropped by a full queue costs no encoding.
+        let mut to_store = None;
         if let Some(p) = &self.persist {
             if qos != QoS::AtMostOnce && sub.session.durable.load(Ordering::Relaxed) {
                 let seq = p.next_seq();
                 delivery.durable = Some(seq);
-                let record =
-                    persist::encode_delivery(&delivery, persist::Stage::Queued, message.received);
-                write = Some(Op::PutQueued {
-                    client_id: sub.session.client_id.clone(),
-                    seq,
-                    record,
-                });
+                to_store = Some((seq, delivery.clone()));
             }
         }
         match sub.session.mailbox.push(delivery) {
             Push::Queued => {
-                fanout.ops.extend(write);
+                if let Some((seq, d)) = to_store {
+                    fanout.ops.push(Op::PutQueued {
+                        client_id: sub.session.client_id.clone(),
+                        seq,
+                        record: persist::encode_delivery(
+                            &d,
+                            persist::Stage::Queued,
+                            message.received,
+                        ),
+                    });
+                }
                 true
             }
             Push::DroppedFull => {
