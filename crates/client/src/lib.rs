@@ -30,6 +30,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use options::{ConnectOptions, LastWill, Reconnect, TlsOptions, Transport};
+pub use transport::{open_stream, ByteStream};
 
 /// The codec's types that appear in this crate's API.
 pub use ferrymq_codec::{

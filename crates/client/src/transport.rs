@@ -19,7 +19,7 @@ use crate::options::{ConnectOptions, TlsOptions, Transport};
 use crate::{tls, Error};
 
 /// A byte stream: TCP or TLS.
-pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// An open connection to the server.
@@ -92,6 +92,19 @@ impl Connection {
                 let _ = WebSocketStream::close(ws.as_mut(), None).await;
             }
         }
+    }
+}
+
+/// Opens a TCP or TLS byte stream to `options.host:port`, with no MQTT
+/// on it yet: for tools that speak the protocol themselves (the bench
+/// tool's load generator, which batches packets in ways a client handle
+/// cannot). WebSocket transports are refused here.
+pub async fn open_stream(options: &ConnectOptions) -> Result<Box<dyn ByteStream>, Error> {
+    match open(options).await? {
+        Connection::Stream(stream) => Ok(stream),
+        Connection::WebSocket(_) => Err(Error::InvalidArgument(
+            "a raw byte stream is TCP or TLS, not WebSocket".into(),
+        )),
     }
 }
 

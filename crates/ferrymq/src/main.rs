@@ -28,21 +28,19 @@ enum Command {
     /// Manage a password file (mosquitto_passwd).
     Passwd(passwd_cmd::PasswdArgs),
     /// Load generator: connections, publishers, subscribers, latency.
-    Bench,
+    Bench(ferrymq_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(arguments());
-    let name = match cli.command {
-        Command::Broker(args) => return broker_cmd::run(args),
-        Command::Pub(args) => return cli::run("pub", cli::pub_cmd::run(args)),
-        Command::Sub(args) => return cli::run("sub", cli::sub_cmd::run(args)),
-        Command::Rr(args) => return cli::run("rr", cli::rr_cmd::run(args)),
-        Command::Passwd(args) => return passwd_cmd::run(args),
-        Command::Bench => "bench",
-    };
-    eprintln!("ferrymq {name}: not built yet");
-    ExitCode::FAILURE
+    match cli.command {
+        Command::Broker(args) => broker_cmd::run(args),
+        Command::Pub(args) => cli::run("pub", cli::pub_cmd::run(args)),
+        Command::Sub(args) => cli::run("sub", cli::sub_cmd::run(args)),
+        Command::Rr(args) => cli::run("rr", cli::rr_cmd::run(args)),
+        Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Bench(args) => ferrymq_bench::main(args),
+    }
 }
 
 /// The command line, with `broker` put in front when the binary was
