@@ -120,10 +120,12 @@ pub struct PubArgs {
     /// Messages per publisher, then stop (0: no limit).
     #[arg(short = 'L', long = "limit", default_value_t = 0)]
     pub limit: u64,
-    /// QoS 1/2 messages of one publisher unacknowledged at once (lowered to
-    /// an MQTT 5 broker's Receive Maximum).
-    #[arg(short = 'F', long = "inflight", default_value_t = 256)]
-    pub inflight: u16,
+    /// QoS 1/2 messages of one publisher unacknowledged at once, lowered
+    /// to an MQTT 5 broker's Receive Maximum (default: 256 at QoS 1; 20 at
+    /// QoS 2, since Mosquitto and ferrymq close a 3.1.1 client with more
+    /// QoS 2 messages awaiting PUBREL than `max_inflight_messages`).
+    #[arg(short = 'F', long = "inflight")]
+    pub inflight: Option<u16>,
     /// Subscribers in this process, connected and subscribed before the
     /// first message: they measure latency and loss, and bound how far
     /// publishers run ahead.

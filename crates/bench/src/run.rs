@@ -264,7 +264,9 @@ pub async fn run_pub(args: PubArgs) -> anyhow::Result<Summary> {
                 size: args.size,
                 limit: args.limit,
                 rate: per_publisher_rate,
-                inflight: args.inflight,
+                inflight: args
+                    .inflight
+                    .unwrap_or(if args.qos == 2 { 20 } else { 256 }),
                 max_ahead: if args.subscribers > 0 {
                     args.max_ahead
                 } else {

@@ -75,17 +75,21 @@ async fn qos1_fan_in_is_counted_exactly_with_nothing_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_is_exactly_once() {
     let broker = TestBroker::start().await;
-    let s = bench(
-        "pub -V 5 -c 2 -t eo/%i -q 2 -s 32 -L 1500 --subscribers 1 --sub-topic eo/+",
-        broker.addr,
-    )
-    .await;
-    assert_eq!(s.errors, 0, "{:?}", s.error_samples);
-    assert_eq!(s.sent, Some(3000));
-    assert_eq!(s.acked, Some(3000));
-    assert_eq!(s.received, Some(3000));
-    assert_eq!(s.duplicates, Some(0));
-    assert_eq!(s.lost_acked, Some(0));
+    for version in ["4", "5"] {
+        let s = bench(
+            &format!(
+                "pub -V {version} -c 2 -t eo/%i -q 2 -s 32 -L 1500 --subscribers 1 --sub-topic eo/+"
+            ),
+            broker.addr,
+        )
+        .await;
+        assert_eq!(s.errors, 0, "{:?}", s.error_samples);
+        assert_eq!(s.sent, Some(3000));
+        assert_eq!(s.acked, Some(3000));
+        assert_eq!(s.received, Some(3000));
+        assert_eq!(s.duplicates, Some(0));
+        assert_eq!(s.lost_acked, Some(0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
