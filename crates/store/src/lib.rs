@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 pub use fjall_store::FjallStore;
 pub use memory::MemoryStore;
-pub use writer::{Stats, Writer, WriterHandle};
+pub use writer::{Stats, Writer, WriterHandle, COMMIT_BUCKETS_MICROS};
 
 /// One change to durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,12 +40,40 @@ impl std::fmt::Debug for WriterHandle {
     }
 }
 
-/// Commit counters for metrics.
+/// Upper bounds, in microseconds, of the commit-latency histogram's
+/// buckets (Prometheus `le`); the last bucket, +Inf, is implied.
+pub const COMMIT_BUCKETS_MICROS: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// Commit counters for metrics. Written by the writer thread once per
+/// commit (not per op), read by the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub commits: std::sync::atomic::AtomicU64,
     pub ops: std::sync::atomic::AtomicU64,
+    /// Sum of commit times (apply and fsync).
     pub commit_micros: std::sync::atomic::AtomicU64,
+    /// Commits per latency bucket (not cumulative): index `i` counts
+    /// commits up to `COMMIT_BUCKETS_MICROS[i]`, the last one the rest.
+    pub commit_buckets: [std::sync::atomic::AtomicU64; COMMIT_BUCKETS_MICROS.len() + 1],
+}
+
+impl Stats {
+    /// Records one commit that took `micros`.
+    pub fn record_commit(&self, micros: u64, ops: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.ops.fetch_add(ops, Relaxed);
+        self.commit_micros.fetch_add(micros, Relaxed);
+        let bucket = COMMIT_BUCKETS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(COMMIT_BUCKETS_MICROS.len());
+        if let Some(counter) = self.commit_buckets.get(bucket) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 impl WriterHandle {
@@ -113,7 +141,6 @@ fn run(
     durable: watch::Sender<u64>,
     stats: Arc<Stats>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut ops = Vec::new();
     while let Ok((mut last, first)) = rx.recv() {
         ops.clear();
@@ -134,11 +161,8 @@ fn run(
             for (_, _) in rx.iter() {}
             return;
         }
-        stats.commits.fetch_add(1, Relaxed);
-        stats.ops.fetch_add(ops.len() as u64, Relaxed);
-        stats
-            .commit_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.record_commit(micros, ops.len() as u64);
         durable.send_replace(last);
     }
 }
