@@ -195,7 +195,7 @@ impl Broker {
         }
         let mut lists = Vec::new();
         self.router.matches(&message.topic, &mut lists);
-        match lists.as_slice() {
+        let queued = match lists.as_slice() {
             [] => 0,
             // The common case: one matching filter, no share groups, so each
             // session appears once and nothing needs merging.
@@ -208,7 +208,12 @@ impl Broker {
                 })
                 .sum(),
             _ => self.publish_merged(&message, &lists, fanout),
-        }
+        };
+        Metrics::add(
+            &self.metrics.dropped_qos0_offline,
+            std::mem::take(&mut fanout.offline) as u64,
+        );
+        queued
     }
 
     /// Several filters may name the same session: it gets one copy at the
@@ -373,7 +378,10 @@ impl Broker {
                 Metrics::add(counter, 1);
                 false
             }
-            Push::DroppedOffline => false,
+            Push::DroppedOffline => {
+                fanout.offline += 1;
+                false
+            }
         }
     }
 }
@@ -385,6 +393,9 @@ pub struct Fanout {
     pub ops: Vec<Op>,
     /// Copies dropped because a subscriber's queue was full.
     pub dropped: usize,
+    /// QoS 0 copies not queued for offline sessions (counted into the
+    /// metrics once per publication, not once per copy).
+    pub offline: usize,
 }
 
 fn share_ptr(sub: &Subscription) -> usize {

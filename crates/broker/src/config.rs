@@ -142,6 +142,9 @@ pub struct Config {
     pub listeners_from_file: bool,
     pub password_file: Option<std::path::PathBuf>,
     pub acl_file: Option<std::path::PathBuf>,
+    /// `http_listener`, `http_admin_token`, `http_admin_user`,
+    /// `http_metrics_auth`: the metrics and admin HTTP listener.
+    pub http: crate::http::HttpConfig,
 }
 
 impl Config {
@@ -172,6 +175,7 @@ impl Default for Config {
             listeners_from_file: false,
             password_file: None,
             acl_file: None,
+            http: crate::http::HttpConfig::default(),
         }
     }
 }
@@ -413,6 +417,10 @@ impl Config {
                             )))
                         }
                     })
+                }
+                // ferrymq's own metrics and admin listener: crate::http.
+                "http_listener" | "http_admin_token" | "http_admin_user" | "http_metrics_auth" => {
+                    config.http.set(option, &args).map_err(err)?
                 }
                 "password_file" => config.password_file = Some(one()?.into()),
                 "acl_file" => config.acl_file = Some(one()?.into()),

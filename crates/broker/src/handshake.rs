@@ -290,7 +290,11 @@ pub async fn accept(
         problem_information,
         pending_acks: Default::default(),
         store_ops: Vec::new(),
-        tally: Tally::default(),
+        // The CONNECT itself is a packet received.
+        tally: Tally {
+            messages_received: 1,
+            ..Tally::default()
+        },
     });
     connection.send(&Packet::ConnAck(ConnAck {
         session_present,

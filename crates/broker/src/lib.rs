@@ -8,7 +8,8 @@
 //!   takeover; [`mailbox`]: per-session queues and the overflow policy.
 //! - [`handshake`]: CONNECT; [`protocol`]: every packet after it.
 //! - [`net`]: listeners and the connection driver (the only socket code).
-//! - [`sys`]: `$SYS` topics; [`metrics`]: counters.
+//! - [`sys`]: `$SYS` topics; [`metrics`]: counters; [`census`]: totals
+//!   counted on demand; [`http`]: Prometheus `/metrics` and the admin API.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -16,8 +17,10 @@
 
 pub mod alias;
 pub mod broker;
+pub mod census;
 pub mod config;
 pub mod handshake;
+pub mod http;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
@@ -50,6 +53,8 @@ pub use config::Config;
 pub struct Server {
     pub broker: Arc<Broker>,
     addrs: Vec<SocketAddr>,
+    /// The HTTP listener's address, if `http_listener` is set.
+    http_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// TLS and WebSocket listeners, for `reload_tls`.
@@ -116,12 +121,40 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let http_addr = match broker.config.http.listener {
+            Some(addr) => {
+                if !broker.config.http.admin_users.is_empty()
+                    && broker.config.password_file.is_none()
+                {
+                    return Err(std::io::Error::other(
+                        "http_admin_user needs a password_file to check the user's password",
+                    ));
+                }
+                let socket = http::bind(addr).await?;
+                let addr = socket.local_addr()?;
+                info!(%addr, "listening for HTTP (/metrics, /api/v1)");
+                if !broker.config.http.has_credentials() {
+                    tracing::warn!(
+                        "the admin API is closed: set http_admin_token or http_admin_user"
+                    );
+                }
+                tracker.spawn(http::serve(
+                    broker.clone(),
+                    socket,
+                    tracker.clone(),
+                    shutdown.clone(),
+                ));
+                Some(addr)
+            }
+            None => None,
+        };
         tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
         tracker.spawn(expire_sessions(broker.clone(), shutdown.clone()));
         tracker.spawn(persist::release_acks(broker.clone(), shutdown.clone()));
         Ok(Server {
             broker,
             addrs,
+            http_addr,
             shutdown,
             tracker,
             wrappings,
@@ -139,6 +172,11 @@ impl Server {
     /// The bound addresses, in listener order (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The HTTP listener's bound address (useful with port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Stops accepting, tells every client (MQTT 5: DISCONNECT 0x8B), and
@@ -162,6 +200,7 @@ async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
         for mut state in broker.registry.expire(std::time::Instant::now()) {
+            metrics::Metrics::add(&broker.metrics.clients_expired, 1);
             tracing::debug!(client_id = %state.shared.client_id, "session expired");
             if let Some(will) = state.delayed_will.take() {
                 will.fire();

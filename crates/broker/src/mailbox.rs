@@ -33,6 +33,15 @@ pub enum Push {
 struct Inner {
     queue: VecDeque<Delivery>,
     online: bool,
+    /// Payload bytes in `queue`, for `$SYS/broker/store/messages/bytes`
+    /// (kept under the lock the queue already takes, so it costs an add).
+    bytes: usize,
+}
+
+impl Inner {
+    fn recount(&mut self) {
+        self.bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+    }
 }
 
 /// The delivery queue of one session.
@@ -62,6 +71,7 @@ impl Mailbox {
             return Push::DroppedFull;
         }
         let wake = inner.queue.is_empty() && inner.online;
+        inner.bytes += delivery.message.payload.len();
         inner.queue.push_back(delivery);
         drop(inner);
         if wake {
@@ -73,14 +83,20 @@ impl Mailbox {
     /// Queues a delivery read back from the store, whatever the limits:
     /// it was accepted before the restart.
     pub fn push_recovered(&self, delivery: Delivery) {
-        self.inner.lock().queue.push_back(delivery);
+        let mut inner = self.inner.lock();
+        inner.bytes += delivery.message.payload.len();
+        inner.queue.push_back(delivery);
     }
 
     /// Takes the first delivery if `accept` says it can be sent now.
     pub fn pop_if(&self, accept: impl FnOnce(&Delivery) -> bool) -> Option<Delivery> {
         let mut inner = self.inner.lock();
         if inner.queue.front().is_some_and(accept) {
-            inner.queue.pop_front()
+            let delivery = inner.queue.pop_front();
+            if let Some(d) = &delivery {
+                inner.bytes = inner.bytes.saturating_sub(d.message.payload.len());
+            }
+            delivery
         } else {
             None
         }
@@ -98,6 +114,12 @@ impl Mailbox {
         self.len() == 0
     }
 
+    /// Queued deliveries and their payload bytes.
+    pub fn depth(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.queue.len(), inner.bytes)
+    }
+
     /// Marks the session connected (QoS 0 accepted, task woken on push) or
     /// away. Going offline drops queued QoS 0 messages and returns how many.
     pub fn set_online(&self, online: bool) -> usize {
@@ -110,6 +132,7 @@ impl Mailbox {
         } else {
             let before = inner.queue.len();
             inner.queue.retain(|d| d.qos != QoS::AtMostOnce);
+            inner.recount();
             before - inner.queue.len()
         }
     }
@@ -137,6 +160,7 @@ impl Mailbox {
             }
         }
         inner.queue = kept;
+        inner.recount();
         taken
     }
 }

@@ -41,6 +41,8 @@ pub enum Close {
     KeepAliveTimeout,
     TakenOver,
     ServerShutdown,
+    /// Disconnected through the admin API.
+    Administrative,
 }
 
 impl Close {
@@ -68,6 +70,7 @@ impl Close {
             Close::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             Close::TakenOver => Some(ReasonCode::SessionTakenOver),
             Close::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
+            Close::Administrative => Some(ReasonCode::AdministrativeAction),
             Close::Disconnect { .. } | Close::Lost(_) => None,
         }
     }
@@ -82,6 +85,7 @@ impl std::fmt::Display for Close {
             Close::KeepAliveTimeout => f.write_str("keep-alive timeout"),
             Close::TakenOver => f.write_str("session taken over"),
             Close::ServerShutdown => f.write_str("server shutting down"),
+            Close::Administrative => f.write_str("disconnected by an administrator"),
         }
     }
 }
@@ -188,12 +192,14 @@ impl Connection {
         // not sent ([MQTT-3.3.2-5]).
         if delivery.message.is_expired(now) {
             trace!("expired message dropped");
+            self.tally.dropped_expired += 1;
             self.forget(&delivery);
             return;
         }
         // Checked at delivery, so retained and `$SYS` messages and a
         // reloaded ACL apply to existing subscriptions too.
         if self.broker.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
+            self.tally.dropped_acl_read += 1;
             self.forget(&delivery);
             return;
         }
@@ -213,6 +219,7 @@ impl Connection {
             let len = encoded_len(&Packet::Publish(publish.clone()), self.protocol);
             if len.map_or(true, |n| n + 3 > max) {
                 trace!("message larger than the client's Maximum Packet Size dropped");
+                self.tally.dropped_too_large += 1;
                 return;
             }
         }
@@ -225,7 +232,7 @@ impl Connection {
             }
             self.session.send(id, delivery);
         }
-        self.tally.publish_sent += 1;
+        self.tally.publish_out(publish.qos, publish.payload.len());
         self.send(&Packet::Publish(publish));
     }
 
@@ -309,12 +316,13 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
-        self.tally.publish_received += 1;
+        self.tally.publish_in(publish.qos, publish.payload.len());
         self.aliases_in.resolve(&mut publish)?;
         if !self.may(&publish.topic, Access::Write) {
             // 3.x: dropped silently (acknowledged as usual); 5.0: refused
             // with 0x87 ([MQTT-3.3.5-2]).
             debug!(topic = %publish.topic, "PUBLISH denied by the ACL");
+            self.tally.denied_publish += 1;
             let reason = if self.v5() {
                 ReasonCode::NotAuthorized
             } else {

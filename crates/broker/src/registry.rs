@@ -8,13 +8,15 @@
 //! also kept in deadline order, so the sweep looks only at those due.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrymq_codec::Protocol;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::SessionState;
+use crate::session::{SessionShared, SessionState};
 
 #[derive(Debug)]
 pub enum Slot {
@@ -22,12 +24,49 @@ pub enum Slot {
         connection: u64,
         kick: CancellationToken,
         done: CancellationToken,
+        /// What the admin API shows; set once CONNECT is accepted. Boxed so
+        /// parked slots do not pay for it.
+        info: Option<Box<ConnectionInfo>>,
+        /// `kick` was cancelled by the admin API, not by a takeover.
+        admin_kick: bool,
     },
     Parked {
         state: Box<SessionState>,
         /// Key in the deadline index, if the session expires.
         deadline: Option<(Instant, u64)>,
     },
+}
+
+/// A connected client, as the admin API shows it. Written once at CONNECT;
+/// what changes (queue depth, subscriptions) is read from the session's
+/// shared parts and the topic index, so the connection task never updates
+/// anything here.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub session: Arc<SessionShared>,
+    pub peer: Option<SocketAddr>,
+    pub protocol: Protocol,
+    pub keep_alive: u16,
+    pub username: Option<Arc<str>>,
+    /// Unix seconds.
+    pub connected_at: u64,
+}
+
+/// One session, as [`Registry::snapshot`] saw it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub client_id: Arc<str>,
+    /// `None` while parked (or in the instant between CONNECT's claim and
+    /// its acceptance).
+    pub connection: Option<ConnectionInfo>,
+    /// The session's shared parts; `None` only in that same instant.
+    pub session: Option<Arc<SessionShared>>,
+    /// Seconds the session outlives its connection (parked sessions only:
+    /// the connection task owns the number while connected).
+    pub expiry_interval: Option<u32>,
+    /// Messages sent and not yet acknowledged (parked sessions only: the
+    /// connection task owns the window while connected).
+    pub inflight: Option<usize>,
 }
 
 /// What a connection found when it claimed a client identifier.
@@ -42,6 +81,25 @@ pub enum Claim {
         kick: CancellationToken,
         done: CancellationToken,
     },
+}
+
+fn view(client_id: &Arc<str>, slot: &Slot) -> SessionView {
+    match slot {
+        Slot::Connected { info, .. } => SessionView {
+            client_id: client_id.clone(),
+            session: info.as_ref().map(|i| i.session.clone()),
+            connection: info.as_deref().cloned(),
+            expiry_interval: None,
+            inflight: None,
+        },
+        Slot::Parked { state, .. } => SessionView {
+            client_id: client_id.clone(),
+            session: Some(state.shared.clone()),
+            connection: None,
+            expiry_interval: Some(state.expiry_interval),
+            inflight: Some(state.inflight_len()),
+        },
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +135,8 @@ impl Registry {
                 connection,
                 kick: kick.clone(),
                 done: done.clone(),
+                info: None,
+                admin_kick: false,
             },
         );
         match previous {
@@ -162,6 +222,80 @@ impl Registry {
             }
         }
         expired
+    }
+
+    /// Records what the admin API shows of `connection`, once its CONNECT
+    /// is accepted. Does nothing if the slot is no longer its own.
+    pub fn describe(&self, client_id: &str, connection: u64, described: ConnectionInfo) {
+        let mut inner = self.inner.lock();
+        if let Some(Slot::Connected {
+            connection: c,
+            info,
+            ..
+        }) = inner.slots.get_mut(client_id)
+        {
+            if *c == connection {
+                *info = Some(Box::new(described));
+            }
+        }
+    }
+
+    /// Asks the connection holding `client_id` to close with "administrative
+    /// action". False if the client is not connected.
+    pub fn kick_admin(&self, client_id: &str) -> bool {
+        let mut inner = self.inner.lock();
+        match inner.slots.get_mut(client_id) {
+            Some(Slot::Connected {
+                kick, admin_kick, ..
+            }) => {
+                *admin_kick = true;
+                kick.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `connection` was kicked by [`Registry::kick_admin`].
+    pub fn kicked_by_admin(&self, client_id: &str, connection: u64) -> bool {
+        matches!(
+            self.inner.lock().slots.get(client_id),
+            Some(Slot::Connected { connection: c, admin_kick: true, .. }) if *c == connection
+        )
+    }
+
+    /// Every session, for the admin API. Copies under the lock what only
+    /// the registry knows and leaves the rest (queue depths) to the caller,
+    /// so connects wait on it as little as possible.
+    pub fn snapshot(&self) -> Vec<SessionView> {
+        let inner = self.inner.lock();
+        inner
+            .slots
+            .iter()
+            .map(|(client_id, slot)| view(client_id, slot))
+            .collect()
+    }
+
+    /// One session, for the admin API.
+    pub fn view(&self, client_id: &str) -> Option<SessionView> {
+        let inner = self.inner.lock();
+        inner
+            .slots
+            .get_key_value(client_id)
+            .map(|(client_id, slot)| view(client_id, slot))
+    }
+
+    /// The shared parts of every session (for queue totals).
+    pub fn sessions(&self) -> Vec<Arc<SessionShared>> {
+        let inner = self.inner.lock();
+        inner
+            .slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Connected { info, .. } => info.as_ref().map(|i| i.session.clone()),
+                Slot::Parked { state, .. } => Some(state.shared.clone()),
+            })
+            .collect()
     }
 
     /// Number of sessions, connected and parked.

@@ -43,6 +43,20 @@ impl RetainStore {
         self.messages.read().len()
     }
 
+    /// Number of retained messages and their payload bytes.
+    pub fn summary(&self) -> (usize, usize) {
+        let messages = self.messages.read();
+        let bytes = messages.values().map(|m| m.payload.len()).sum();
+        (messages.len(), bytes)
+    }
+
+    /// Every retained message (for the admin API), in topic order.
+    pub fn all(&self) -> Vec<Arc<Message>> {
+        let mut all: Vec<Arc<Message>> = self.messages.read().values().cloned().collect();
+        all.sort_by(|a, b| a.topic.cmp(&b.topic));
+        all
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -100,6 +100,31 @@ impl<T: Subscriber> Node<T> {
         }
     }
 
+    /// Calls `f` with every (filter, subscriber) pair under this node, whose
+    /// filter so far is `levels`.
+    fn visit<'a>(&'a self, levels: &mut Vec<&'a str>, f: &mut impl FnMut(&str, &T)) {
+        if !self.here.is_empty() {
+            let filter = levels.join("/");
+            self.here.iter().for_each(|s| f(&filter, s));
+        }
+        if !self.hash.is_empty() {
+            levels.push("#");
+            let filter = levels.join("/");
+            levels.pop();
+            self.hash.iter().for_each(|s| f(&filter, s));
+        }
+        for (level, child) in &self.children {
+            levels.push(level);
+            child.visit(levels, f);
+            levels.pop();
+        }
+        if let Some(plus) = &self.plus {
+            levels.push("+");
+            plus.visit(levels, f);
+            levels.pop();
+        }
+    }
+
     /// Collects the lists of every filter under this node that matches the
     /// remaining topic `levels`.
     fn collect(&self, levels: &[&str], out: &mut Vec<Arc<[T]>>) {
@@ -147,11 +172,14 @@ fn remove_from<T: Subscriber>(list: &mut Arc<[T]>, key: &T::Key) -> bool {
     true
 }
 
+/// A trie of wildcard filters sharing a first level.
+type Shard<T> = Arc<RwLock<Node<T>>>;
+
 /// The topic index.
 pub struct Router<T> {
     exact: DashMap<Box<str>, Arc<[T]>, Hasher>,
     /// Wildcard filters whose first level is a plain word, keyed by it.
-    shards: DashMap<Box<str>, Arc<RwLock<Node<T>>>, Hasher>,
+    shards: DashMap<Box<str>, Shard<T>, Hasher>,
     /// Wildcard filters that begin with `+` or `#`.
     root: RwLock<Node<T>>,
     count: AtomicUsize,
@@ -256,6 +284,30 @@ impl<T: Subscriber> Router<T> {
         removed
     }
 
+    /// Calls `f` with every (filter, subscriber) pair. For the admin API and
+    /// statistics, not the publish path: it takes each shard's read lock in
+    /// turn (never two at once), so writers wait at most for one shard.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &T)) {
+        let exact: Vec<(Box<str>, Arc<[T]>)> = self
+            .exact
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (filter, list) in &exact {
+            list.iter().for_each(|s| f(filter, s));
+        }
+        let shards: Vec<(Box<str>, Shard<T>)> = self
+            .shards
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (first, shard) in &shards {
+            let node = shard.read();
+            node.visit(&mut vec![&**first], &mut f);
+        }
+        self.root.read().visit(&mut Vec::new(), &mut f);
+    }
+
     /// Appends to `out` the subscriber lists of every filter matching
     /// `topic` (a valid, non-empty topic name). No lock is held on return.
     pub fn matches(&self, topic: &str, out: &mut Vec<Arc<[T]>>) {
@@ -357,6 +409,40 @@ mod tests {
         assert!(r.is_empty());
         assert!(r.shards.is_empty());
         assert!(r.exact.is_empty());
+    }
+
+    #[test]
+    fn for_each_gives_back_every_filter_as_subscribed() {
+        let r = Router::new();
+        let filters = [
+            "sport/tennis/player1/#",
+            "sport/tennis/+",
+            "sport/+",
+            "+/+",
+            "/+",
+            "+",
+            "#",
+            "$SYS/#",
+            "+/monitor/Clients",
+            "a/b",
+            "/",
+            "//+/#",
+        ];
+        for (i, f) in filters.iter().enumerate() {
+            r.subscribe(f, Sub(i as u32));
+        }
+        r.subscribe("a/b", Sub(99));
+        let mut seen = Vec::new();
+        r.for_each(|filter, sub| seen.push((filter.to_string(), sub.0)));
+        seen.sort();
+        let mut expected: Vec<(String, u32)> = filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.to_string(), i as u32))
+            .collect();
+        expected.push(("a/b".into(), 99));
+        expected.sort();
+        assert_eq!(seen, expected);
     }
 
     fn level() -> impl Strategy<Value = String> {

@@ -35,6 +35,14 @@ pub fn test_config() -> Config {
     }
 }
 
+/// `config` with the HTTP listener (metrics, admin API) on 127.0.0.1
+/// port 0 and `token` as the admin token.
+pub fn with_http(mut config: Config, token: &str) -> Config {
+    config.http.listener = Some("127.0.0.1:0".parse().unwrap());
+    config.http.admin_token = Some(token.to_string());
+    config
+}
+
 /// A running in-process broker.
 #[derive(Debug)]
 pub struct TestBroker {
@@ -55,6 +63,14 @@ impl TestBroker {
 
     pub fn broker(&self) -> &ferrymq_broker::Broker {
         &self.server.broker
+    }
+
+    /// The HTTP listener's address: set `config.http.listener` to
+    /// `127.0.0.1:0` (see [`with_http`]) to get one on a free port.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.server
+            .http_addr()
+            .expect("the config sets http.listener")
     }
 
     /// Connects with MQTT 3.1.1 and returns the client after a successful CONNACK.

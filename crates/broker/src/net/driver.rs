@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::net::enhanced_auth;
 use crate::net::transport::Transport;
 use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
+use crate::registry::ConnectionInfo;
 
 /// Smallest read buffer allocated when data arrives.
 const READ_CHUNK: usize = 4 * 1024;
@@ -133,10 +134,12 @@ async fn handshake<T: Transport>(
                 "no CONNECT within {:?}; closing",
                 broker.config.connect_timeout
             );
+            Metrics::add(&broker.metrics.refused.no_connect, 1);
             return None;
         }
         Ok(Err(why)) => {
             info!("closing before CONNECT: {why}");
+            Metrics::add(&broker.metrics.refused.no_connect, 1);
             return None;
         }
         Ok(Ok(connect)) => connect,
@@ -149,6 +152,7 @@ async fn handshake<T: Transport>(
         Identity::Certificate(name) => Some(name),
         Identity::Missing => {
             info!("refused: the listener takes the user name from a client certificate, and there is none");
+            Metrics::add(&broker.metrics.refused.not_authorized, 1);
             let refused = handshake::Refused {
                 client_id: connect.client_id.to_string(),
                 protocol,
@@ -177,6 +181,7 @@ async fn handshake<T: Transport>(
         Ok(a) => a,
         Err(reason) => {
             info!(%reason, "enhanced authentication failed");
+            Metrics::add(broker.metrics.refused.counter(reason), 1);
             let refused = handshake::Refused {
                 client_id: connect.client_id.to_string(),
                 protocol,
@@ -190,9 +195,26 @@ async fn handshake<T: Transport>(
         }
     };
     match handshake::accept(broker, *connect, authenticated, identity, shutdown).await {
-        Ok(accepted) => Some(accepted),
+        Ok(accepted) => {
+            broker.registry.describe(
+                &accepted.client_id,
+                accepted.connection_id,
+                ConnectionInfo {
+                    session: accepted.connection.session.shared.clone(),
+                    peer: io.stream.peer_addr(),
+                    protocol,
+                    keep_alive: accepted.keep_alive,
+                    username: accepted.connection.username.clone(),
+                    connected_at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                },
+            );
+            Some(accepted)
+        }
         Err(refused) => {
             info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
+            Metrics::add(broker.metrics.refused.counter(refused.reason), 1);
             let mut out = BytesMut::new();
             let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
@@ -388,13 +410,15 @@ async fn run<T: Transport>(
             let more_queued = connection.drain_mailbox(Instant::now());
             connection.flush_store_ops();
             connection.flush_acks();
+            // Counted before the replies go out, so a client that sees its
+            // answer also sees it counted in `$SYS` and `/metrics`.
+            connection.tally.flush(&broker.metrics);
             if let Err(e) = io.write_now(&mut connection.out) {
                 break Close::Lost(e.to_string());
             }
             if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
                 connection.out = BytesMut::new();
             }
-            connection.tally.flush(&broker.metrics);
 
             let reading = connection.out.len() < WRITE_BACKPRESSURE;
             let writing = !connection.out.is_empty();
@@ -409,7 +433,13 @@ async fn run<T: Transport>(
                 biased;
                 // `kick` is a child of the shutdown token: it fires for both.
                 () = kick.cancelled() => {
-                    break if shutdown.is_cancelled() { Close::ServerShutdown } else { Close::TakenOver };
+                    break if shutdown.is_cancelled() {
+                        Close::ServerShutdown
+                    } else if broker.registry.kicked_by_admin(&client_id, connection_id) {
+                        Close::Administrative
+                    } else {
+                        Close::TakenOver
+                    };
                 }
                 r = io.stream.ready(interest) => {
                     let ready = match r {
@@ -459,6 +489,7 @@ async fn run<T: Transport>(
         }
         _ => info!("connection closed: {close}"),
     }
+    Metrics::add(broker.metrics.disconnects.counter(&close), 1);
     connection.say_goodbye(&close);
     // Best effort: the reason code, then close (TLS close_notify, WebSocket
     // Close); bounded so a client that does not read cannot hold the task.
@@ -473,6 +504,7 @@ async fn run<T: Transport>(
     let will = connection.take_will(&close);
     let dropped = mailbox.set_online(false);
     trace!(dropped, "QoS 0 messages dropped at disconnect");
+    Metrics::add(&broker.metrics.dropped_qos0_offline, dropped as u64);
     broker
         .metrics
         .clients_connected

@@ -40,6 +40,7 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                crate::metrics::Metrics::add(&broker.metrics.sockets_accepted, 1);
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
                 match &wrapping {

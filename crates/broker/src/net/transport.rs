@@ -50,6 +50,8 @@ pub(crate) trait Transport: Send + 'static {
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
     /// Ends the stream politely (TLS close_notify, WebSocket Close).
     fn close(&mut self) -> impl Future<Output = ()> + Send + '_;
+    /// The client's address, for the admin API.
+    fn peer_addr(&self) -> Option<SocketAddr>;
 }
 
 impl Transport for TcpStream {
@@ -72,6 +74,10 @@ impl Transport for TcpStream {
     fn close(&mut self) -> impl Future<Output = ()> + Send + '_ {
         std::future::ready(())
     }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        TcpStream::peer_addr(self).ok()
+    }
 }
 
 /// Readiness over an `AsyncRead + AsyncWrite` stream: a read is made while
@@ -83,16 +89,18 @@ pub(crate) struct Buffered<S> {
     wbuf: BytesMut,
     needs_flush: bool,
     eof: bool,
+    peer: Option<SocketAddr>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Buffered<S> {
-    pub(crate) fn new(inner: S) -> Buffered<S> {
+    pub(crate) fn new(inner: S, peer: SocketAddr) -> Buffered<S> {
         Buffered {
             inner: Box::new(inner),
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             needs_flush: false,
             eof: false,
+            peer: Some(peer),
         }
     }
 
@@ -188,6 +196,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Buffered<
         if self.flush().await.is_ok() {
             let _ = self.inner.shutdown().await;
         }
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
     }
 }
 
@@ -320,7 +332,7 @@ pub(crate) async fn serve_wrapped(
             match acceptor {
                 None => {
                     let ws = accept_websocket(stream, &broker).await?;
-                    Ok::<_, String>(Wrapped::Ws(Buffered::new(ws)))
+                    Ok::<_, String>(Wrapped::Ws(Buffered::new(ws, peer)))
                 }
                 Some(acceptor) => {
                     let tls = acceptor
@@ -330,9 +342,9 @@ pub(crate) async fn serve_wrapped(
                     let identity = identity(&tls, wrapping.identity);
                     if wrapping.websocket {
                         let ws = accept_websocket(tls, &broker).await?;
-                        Ok(Wrapped::Wss(Buffered::new(ws), identity))
+                        Ok(Wrapped::Wss(Buffered::new(ws, peer), identity))
                     } else {
-                        Ok(Wrapped::Tls(Buffered::new(tls), identity))
+                        Ok(Wrapped::Tls(Buffered::new(tls, peer), identity))
                     }
                 }
             }
@@ -344,10 +356,12 @@ pub(crate) async fn serve_wrapped(
         let wrapped: Wrapped = match wrapped {
             Err(_) => {
                 info!("handshake not done within {timeout:?}; closing");
+                crate::metrics::Metrics::add(&broker.metrics.refused.no_connect, 1);
                 return;
             }
             Ok(Err(why)) => {
                 info!("closing: {why}");
+                crate::metrics::Metrics::add(&broker.metrics.refused.no_connect, 1);
                 return;
             }
             Ok(Ok(w)) => w,
