@@ -69,6 +69,29 @@ impl Broker {
         &self.secret
     }
 
+    /// The QoS a message published at `published` goes out at to a
+    /// subscription granted `granted`: the lower of the two
+    /// ([MQTT-3.8.4-8]), or the subscription's with `upgrade_outgoing_qos`.
+    pub fn outgoing_qos(&self, published: QoS, granted: QoS) -> QoS {
+        if self.config.upgrade_outgoing_qos {
+            granted
+        } else {
+            published.min(granted)
+        }
+    }
+
+    /// How long a session may stay parked: its expiry interval, except
+    /// that `persistent_client_expiration` bounds those that would never
+    /// expire (3.x without Clean Session, 5.0 with 0xFFFFFFFF).
+    pub fn session_lifetime(&self, expiry_interval: u32) -> u32 {
+        match self.config.persistent_client_expiration {
+            Some(limit) if expiry_interval == u32::MAX => {
+                u32::try_from(limit.as_secs()).map_or(u32::MAX - 1, |s| s.min(u32::MAX - 1))
+            }
+            _ => expiry_interval,
+        }
+    }
+
     /// A process-unique number for connections and sessions.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -78,7 +101,11 @@ impl Broker {
         let shared = Arc::new(SessionShared {
             id: self.next_id(),
             client_id,
-            mailbox: Mailbox::new(self.config.max_queued_messages),
+            mailbox: Mailbox::new(crate::mailbox::Limits {
+                messages: self.config.max_queued_messages,
+                bytes: self.config.max_queued_bytes,
+                queue_qos0_offline: self.config.queue_qos0_messages,
+            }),
             durable: AtomicBool::new(self.persist.is_some() && expiry_interval > 0),
         });
         SessionState::new(shared, expiry_interval)
@@ -332,7 +359,7 @@ impl Broker {
     ) -> bool {
         let mut delivery = Delivery {
             message: message.clone(),
-            qos: message.qos.min(granted),
+            qos: self.outgoing_qos(message.qos, granted),
             // Live messages go out with RETAIN 0 unless the subscription
             // asked for Retain As Published ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
             retain: message.retain && sub.options.retain_as_published,

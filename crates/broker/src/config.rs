@@ -1,9 +1,14 @@
 //! Broker settings and the `mosquitto.conf`-syntax file that sets them.
 //!
 //! Every limit that network input can push against has a field here and a
-//! safe default. The parser understands the options the broker implements;
-//! any other word is an error naming the file and line, so a setting that
-//! would change security or delivery is never silently ignored.
+//! safe default. The parser implements the options the broker acts on;
+//! every other option Mosquitto documents is classified in [`mosquitto`]
+//! (ignored with a warning, or refused); any other word is an error naming
+//! the file and line, so a setting that would change security or delivery
+//! is never silently ignored.
+
+pub mod logging;
+pub mod mosquitto;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -34,6 +39,9 @@ pub struct ListenerConfig {
     pub protocol: ListenerProtocol,
     /// PEM certificates that client certificates must chain to.
     pub cafile: Option<PathBuf>,
+    /// A directory of PEM CA certificates (`*.pem`, `*.crt` and OpenSSL's
+    /// hashed `*.0` links), trusted as `cafile` is.
+    pub capath: Option<PathBuf>,
     /// PEM certificate chain of the server: TLS is on when set.
     pub certfile: Option<PathBuf>,
     /// PEM private key of `certfile`.
@@ -55,6 +63,7 @@ impl ListenerConfig {
             optional: false,
             protocol: ListenerProtocol::Mqtt,
             cafile: None,
+            capath: None,
             certfile: None,
             keyfile: None,
             require_certificate: false,
@@ -79,6 +88,7 @@ impl ListenerConfig {
         if !self.is_tls() {
             let tls_only = [
                 ("cafile", self.cafile.is_some()),
+                ("capath", self.capath.is_some()),
                 ("require_certificate", self.require_certificate),
                 ("use_identity_as_username", self.use_identity_as_username),
                 ("use_subject_as_username", self.use_subject_as_username),
@@ -90,8 +100,10 @@ impl ListenerConfig {
                 ));
             }
         }
-        if self.require_certificate && self.cafile.is_none() {
-            return Err("require_certificate true needs a cafile to verify clients with".into());
+        if self.require_certificate && self.cafile.is_none() && self.capath.is_none() {
+            return Err(
+                "require_certificate true needs a cafile or capath to verify clients with".into(),
+            );
         }
         if self.use_identity_as_username && self.use_subject_as_username {
             return Err(
@@ -142,6 +154,39 @@ pub struct Config {
     pub listeners_from_file: bool,
     pub password_file: Option<std::path::PathBuf>,
     pub acl_file: Option<std::path::PathBuf>,
+    /// `message_size_limit`: largest PUBLISH payload accepted; 0: no limit
+    /// beyond `max_packet_size`.
+    pub message_size_limit: usize,
+    /// `max_queued_bytes`: payload bytes queued per session beyond those
+    /// in flight (usize::MAX: no limit).
+    pub max_queued_bytes: usize,
+    /// `queue_qos0_messages`: QoS 0 messages are queued for persistent
+    /// sessions while their client is away.
+    pub queue_qos0_messages: bool,
+    /// `retain_available false` refuses retained messages.
+    pub retain_available: bool,
+    /// `max_qos`: the highest QoS clients may use (Mosquitto sets it per
+    /// listener; ferrymq takes one value for all of them).
+    pub max_qos: ferrymq_codec::QoS,
+    /// `allow_zero_length_clientid false`: an empty client id is refused
+    /// instead of replaced by an assigned one.
+    pub allow_zero_length_clientid: bool,
+    /// `persistent_client_expiration`: sessions that would never expire
+    /// (3.x without Clean Session, 5.0 with expiry 0xFFFFFFFF) end after
+    /// this long away.
+    pub persistent_client_expiration: Option<Duration>,
+    /// `use_username_as_clientid`: the user name replaces the client id.
+    pub use_username_as_clientid: bool,
+    /// `clientid_prefixes`: only client ids with this prefix may connect.
+    pub clientid_prefixes: Option<String>,
+    /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even when
+    /// the message was published at a lower one (non-standard).
+    pub upgrade_outgoing_qos: bool,
+    /// `max_topic_alias_broker`: topic aliases the broker sets towards an
+    /// MQTT 5 client, at most (and at most what the client allows).
+    pub max_topic_alias_broker: u16,
+    /// `log_dest` and `log_type`, for the binary's log subscriber.
+    pub logging: logging::Logging,
     /// `http_listener`, `http_admin_token`, `http_admin_user`,
     /// `http_metrics_auth`: the metrics and admin HTTP listener.
     pub http: crate::http::HttpConfig,
@@ -175,6 +220,18 @@ impl Default for Config {
             listeners_from_file: false,
             password_file: None,
             acl_file: None,
+            message_size_limit: 0,
+            max_queued_bytes: usize::MAX,
+            queue_qos0_messages: false,
+            retain_available: true,
+            max_qos: ferrymq_codec::QoS::ExactlyOnce,
+            allow_zero_length_clientid: true,
+            persistent_client_expiration: None,
+            use_username_as_clientid: false,
+            clientid_prefixes: None,
+            upgrade_outgoing_qos: false,
+            max_topic_alias_broker: 10,
+            logging: logging::Logging::default(),
             http: crate::http::HttpConfig::default(),
         }
     }
@@ -222,6 +279,10 @@ impl Config {
         // address: IPv4 and IPv6), its line number and file: per-listener
         // options apply to them.
         let mut current: Option<(std::ops::Range<usize>, usize, String)> = None;
+        // `listener` lines so far, and the values of listener options that
+        // ferrymq applies to every listener (see `check_uniform`).
+        let mut groups = 0usize;
+        let mut uniform: Vec<mosquitto::UniformSeen> = Vec::new();
         for (file, index, raw) in lines.iter().map(|(f, n, t)| (f.as_str(), *n, t.as_str())) {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -276,6 +337,13 @@ impl Config {
                     let protocol = match one()? {
                         "mqtt" => ListenerProtocol::Mqtt,
                         "websockets" => ListenerProtocol::WebSockets,
+                        "http_api" => {
+                            return Err(err(
+                                "protocol http_api (Mosquitto's HTTP API listener) is not \
+                                 supported"
+                                    .into(),
+                            ))
+                        }
                         other => {
                             return Err(err(format!(
                                 "protocol: {other:?} is not mqtt or websockets"
@@ -289,12 +357,8 @@ impl Config {
                     listener_option(&mut config, &|l| l.cafile = Some(path.clone()))?;
                 }
                 "capath" => {
-                    one()?;
-                    return Err(err(
-                        "capath is not supported: concatenate the CA certificates into one \
-                         PEM file and name it with cafile"
-                            .into(),
-                    ));
+                    let path = PathBuf::from(one()?);
+                    listener_option(&mut config, &|l| l.capath = Some(path.clone()))?;
                 }
                 "certfile" => {
                     let path = PathBuf::from(one()?);
@@ -362,6 +426,7 @@ impl Config {
                         }
                     }
                     current = Some((start..config.listeners.len(), index + 1, file.to_string()));
+                    groups += 1;
                 }
                 "max_connections" => {
                     let value = one()?;
@@ -396,7 +461,161 @@ impl Config {
                 "connect_timeout" => {
                     config.connect_timeout = Duration::from_secs(number(3600)?.max(1))
                 }
-                "auto_id_prefix" => config.auto_id_prefix = one()?.to_string(),
+                // 2.1 names the per-listener form listener_auto_id_prefix;
+                // ferrymq has one prefix for every listener (cosmetic).
+                "auto_id_prefix" | "listener_auto_id_prefix" => {
+                    config.auto_id_prefix = one()?.to_string()
+                }
+                "global_max_connections" => {
+                    let value = one()?;
+                    if value != "-1" {
+                        let n = number(u32::MAX.into())? as usize;
+                        config.max_connections = config.max_connections.min(n);
+                    }
+                }
+                "max_topic_alias_broker" => {
+                    config.max_topic_alias_broker = number(u16::MAX.into())? as u16
+                }
+                "message_size_limit" => {
+                    config.message_size_limit = number(ferrymq_codec::varint::MAX as u64)? as usize
+                }
+                "max_queued_bytes" => {
+                    let n = number(u64::MAX)?;
+                    config.max_queued_bytes = if n == 0 {
+                        usize::MAX
+                    } else {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    };
+                }
+                "queue_qos0_messages" => config.queue_qos0_messages = flag()?,
+                "retain_available" => config.retain_available = flag()?,
+                "allow_zero_length_clientid" => config.allow_zero_length_clientid = flag()?,
+                "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = flag()?,
+                "clientid_prefixes" => config.clientid_prefixes = Some(one()?.to_string()),
+                "persistent_client_expiration" => {
+                    let value = one()?;
+                    config.persistent_client_expiration =
+                        Some(mosquitto::parse_expiration(value).ok_or_else(|| {
+                            err(format!(
+                                "persistent_client_expiration: {value:?} is not a number \
+                                 followed by s, h, d, w, m (month) or y"
+                            ))
+                        })?);
+                }
+                // Listener options ferrymq applies to every listener: each
+                // listener must give the same value (checked at the end).
+                "max_qos" | "use_username_as_clientid" => {
+                    let value = one()?.to_string();
+                    let parsed_ok = match option {
+                        "max_qos" => matches!(value.as_str(), "0" | "1" | "2"),
+                        _ => matches!(value.as_str(), "true" | "false"),
+                    };
+                    if !parsed_ok {
+                        return Err(err(format!("{option}: {value:?} is not a valid value")));
+                    }
+                    listener_option(&mut config, &|_| {})?;
+                    uniform.push(mosquitto::UniformSeen {
+                        option: if option == "max_qos" {
+                            "max_qos"
+                        } else {
+                            "use_username_as_clientid"
+                        },
+                        group: groups,
+                        value,
+                        file: file.to_string(),
+                        line: index + 1,
+                    });
+                }
+                "socket_domain" => {
+                    let v4 = match one()? {
+                        "ipv4" => true,
+                        "ipv6" => false,
+                        other => {
+                            return Err(err(format!(
+                                "socket_domain: {other:?} is not ipv4 or ipv6"
+                            )))
+                        }
+                    };
+                    let Some((range, line, f)) = current.clone() else {
+                        return Err(err(
+                            "socket_domain applies to a listener: put it after a `listener` line"
+                                .into(),
+                        ));
+                    };
+                    // The current listener's sockets are the last ones.
+                    let sockets: Vec<ListenerConfig> =
+                        config.listeners.drain(range.clone()).collect();
+                    let kept: Vec<ListenerConfig> = sockets
+                        .into_iter()
+                        .filter(|l| l.addr.is_ipv4() == v4)
+                        .collect();
+                    if kept.is_empty() {
+                        return Err(err(
+                            "socket_domain excludes the only address of this listener".into(),
+                        ));
+                    }
+                    config.listeners.extend(kept);
+                    current = Some((range.start..config.listeners.len(), line, f));
+                }
+                "log_dest" => {
+                    let dest = match args.as_slice() {
+                        ["stderr"] => Some(logging::LogDest::Stderr),
+                        ["stdout"] => Some(logging::LogDest::Stdout),
+                        ["file", path] => Some(logging::LogDest::File(PathBuf::from(path))),
+                        ["file"] => return Err(err("log_dest file needs a path".into())),
+                        ["none"] => None,
+                        [other @ ("syslog" | "topic" | "dlt" | "android")] => {
+                            config.warnings.push(format!(
+                                "{file}:{}: log_dest {other} is not supported and is ignored{}",
+                                index + 1,
+                                if *other == "syslog" {
+                                    "; logs go to stderr (journald keeps a service's stderr)"
+                                } else {
+                                    ""
+                                }
+                            ));
+                            (*other == "syslog").then_some(logging::LogDest::Stderr)
+                        }
+                        _ => {
+                            return Err(err(format!(
+                                "log_dest: {:?} is not stderr, stdout, file PATH, syslog, \
+                                 topic or none",
+                                args.join(" ")
+                            )))
+                        }
+                    };
+                    // `topic` and the like add nothing but must not clear.
+                    if dest.is_some() || args.first() == Some(&"none") {
+                        config.logging.add_dest(dest);
+                    } else {
+                        config.logging.dests.get_or_insert_with(Vec::new);
+                    }
+                }
+                "log_type" => {
+                    let word = one()?;
+                    let t = logging::LogType::parse(word).ok_or_else(|| {
+                        err(format!(
+                            "log_type: {word:?} is not error, warning, notice, information, \
+                             debug, subscribe, unsubscribe, websockets, all or none"
+                        ))
+                    })?;
+                    config.logging.add_type(t);
+                }
+                "user" => {
+                    let user = one()?;
+                    if mosquitto::running_as_root() {
+                        return Err(err(format!(
+                            "user {user}: ferrymq does not switch users; started as root it \
+                             would keep running as root. Start it as {user} instead (systemd: \
+                             User={user})"
+                        )));
+                    }
+                    config.warnings.push(format!(
+                        "{file}:{}: user {user} is accepted and ignored: ferrymq is not running \
+                         as root, where Mosquitto ignores it too",
+                        index + 1
+                    ));
+                }
                 "persistence" => {
                     config.persistence = match one()? {
                         "true" => true,
@@ -427,75 +646,47 @@ impl Config {
                 "per_listener_settings" => {
                     if one()? != "false" {
                         return Err(err(
-                            "per_listener_settings true is not supported yet: security settings \
-                             would apply to every listener"
+                            "per_listener_settings true is not supported yet: allow_anonymous, \
+                             password_file and acl_file would apply to every listener; the \
+                             configuration is refused"
                                 .into(),
                         ));
                     }
                 }
-                // Mosquitto snapshots every autosave_interval; ferrymq writes
-                // every acknowledged change before acknowledging it, so
-                // these have nothing to tune. Accepted for compatibility.
-                "autosave_interval" | "autosave_on_changes" | "persistence_file" => {
-                    one()?;
-                }
                 "pid_file" => config.pid_file = Some(one()?.into()),
-                // Log cosmetics: logs go to stderr through `tracing`, with the
-                // level from -v or RUST_LOG. Ignoring these changes neither
-                // security nor delivery.
-                "log_dest"
-                | "log_type"
-                | "log_timestamp"
-                | "log_timestamp_format"
-                | "log_facility"
-                | "connection_messages"
-                | "websockets_log_level"
-                | "set_tcp_nodelay" => {
-                    config.warnings.push(format!(
-                        "{file}:{}: {option} is accepted and ignored (logs go to stderr; \
-                         TCP_NODELAY is always on)",
-                        index + 1
-                    ));
-                }
-                // Options whose absence would change security or delivery:
-                // refused by name rather than silently ignored.
-                "plugin"
-                | "auth_plugin"
-                | "psk_file"
-                | "psk_hint"
-                | "connection"
-                | "user"
-                | "mount_point"
-                | "bind_interface"
-                | "crlfile"
-                | "message_size_limit"
-                | "max_queued_bytes"
-                | "max_inflight_bytes"
-                | "queue_qos0_messages"
-                | "retain_available"
-                | "maximum_qos"
-                | "persistent_client_expiration"
-                | "use_username_as_clientid"
-                | "allow_zero_length_clientid"
-                | "clientid_prefixes"
-                | "upgrade_outgoing_qos"
-                | "memory_limit"
-                | "http_dir"
-                | "accept_protocol_versions" => {
-                    return Err(err(format!(
-                        "{option} is a Mosquitto option ferrymq does not implement yet; \
-                         ignoring it would change security or delivery, so the \
-                         configuration is refused"
-                    )))
-                }
-                other => {
-                    return Err(err(format!(
-                        "unknown or not yet supported option {other:?}"
-                    )))
-                }
+                // Every other option Mosquitto documents: warned about or
+                // refused by name (see `mosquitto`); anything else is unknown.
+                other => match mosquitto::classify(other, &args.join(" ")) {
+                    mosquitto::Outcome::Accept => {}
+                    mosquitto::Outcome::Warn(message) => {
+                        config
+                            .warnings
+                            .push(format!("{file}:{}: {message}", index + 1));
+                    }
+                    mosquitto::Outcome::Refuse(message) => return Err(err(message)),
+                    mosquitto::Outcome::Unknown => {
+                        return Err(err(format!(
+                            "unknown option {other:?}: Mosquitto 2.1 documents no such option"
+                        )))
+                    }
+                },
             }
         }
         validate_listener(&config, &current)?;
+        for (option, default) in [("max_qos", "2"), ("use_username_as_clientid", "false")] {
+            if let Some(value) = mosquitto::check_uniform(&uniform, option, default, groups)? {
+                match option {
+                    "max_qos" => {
+                        config.max_qos = match value.as_str() {
+                            "0" => ferrymq_codec::QoS::AtMostOnce,
+                            "1" => ferrymq_codec::QoS::AtLeastOnce,
+                            _ => ferrymq_codec::QoS::ExactlyOnce,
+                        }
+                    }
+                    _ => config.use_username_as_clientid = value == "true",
+                }
+            }
+        }
         Ok(config)
     }
 }
@@ -596,31 +787,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn harmless_options_warn_and_delivery_options_are_refused() {
-        let c = Config::parse(
-            "log_dest syslog\nlog_type all\npid_file /run/x.pid\n",
-            "m.conf",
-        )
-        .unwrap();
-        assert_eq!(c.warnings.len(), 2);
-        assert!(
-            c.warnings[0].starts_with("m.conf:1: log_dest"),
-            "{:?}",
-            c.warnings
-        );
-        assert_eq!(c.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
-        for option in [
-            "plugin /x.so",
-            "message_size_limit 10",
-            "connection bridge",
-            "psk_file f",
-        ] {
-            let e = Config::parse(option, "m.conf").unwrap_err().to_string();
-            assert!(e.contains("does not implement yet"), "{option}: {e}");
-        }
-    }
-
     use super::*;
 
     #[test]
@@ -697,7 +863,7 @@ mod tests {
             ),
             ("listener 1\nlistener 2\ntls_version tlsv1.2\n", 2),
             ("listener 1\ntls_version tlsv1.1\n", 2),
-            ("listener 1\ncapath /etc/ssl\n", 2),
+            ("listener 1\ncapath /etc/ssl\n", 1),
             ("listener 1\nprotocol http\n", 2),
         ] {
             let e = Config::parse(text, "m.conf").unwrap_err();

@@ -83,8 +83,16 @@ pub async fn accept(
         detail,
     };
 
+    let config = &broker.config;
     let mut assigned = None;
-    let client_id: Arc<str> = if connect.client_id.is_empty() {
+    if connect.client_id.is_empty() && !config.allow_zero_length_clientid {
+        // `allow_zero_length_clientid false`: no identifier is assigned.
+        return Err(refuse(
+            ReasonCode::ClientIdentifierNotValid,
+            "empty client identifier (allow_zero_length_clientid false)",
+        ));
+    }
+    let mut client_id: Arc<str> = if connect.client_id.is_empty() {
         // 3.1 demands an identifier; 3.1.1 allows none only with a clean
         // session ([MQTT-3.1.3-7], [MQTT-3.1.3-8]); 5.0 always assigns one.
         if protocol == Protocol::V3_1 || (protocol == Protocol::V3_1_1 && !connect.clean_start) {
@@ -112,6 +120,24 @@ pub async fn accept(
             return Err(refuse(
                 ReasonCode::ClientIdentifierNotValid,
                 "keep-alive above max_keepalive",
+            ));
+        }
+    }
+
+    // A will the broker could not publish as asked is refused up front
+    // ([MQTT-3.2.2-12], [MQTT-3.2.2-13] for 5.0; 3.x has no code for it,
+    // and gets the nearest CONNACK return code).
+    if let Some(will) = &connect.will {
+        if will.qos > config.max_qos {
+            return Err(refuse(
+                ReasonCode::QoSNotSupported,
+                "will QoS above max_qos",
+            ));
+        }
+        if will.retain && !config.retain_available {
+            return Err(refuse(
+                ReasonCode::RetainNotSupported,
+                "retained will with retain_available false",
             ));
         }
     }
@@ -145,6 +171,30 @@ pub async fn accept(
                 } else {
                     "anonymous clients are not allowed"
                 },
+            ));
+        }
+    }
+
+    if config.use_username_as_clientid {
+        // The user name is the client id, so one user cannot take over
+        // another's session; without a user name there is no id.
+        let Some(name) = &username else {
+            return Err(refuse(
+                ReasonCode::NotAuthorized,
+                "no user name to use as client id (use_username_as_clientid)",
+            ));
+        };
+        if assigned.is_some() {
+            // The client sent no id: MQTT 5 tells it the one it has.
+            assigned = Some(name.to_string());
+        }
+        client_id = name.clone();
+    }
+    if let Some(prefix) = &config.clientid_prefixes {
+        if !client_id.starts_with(prefix.as_str()) {
+            return Err(refuse(
+                ReasonCode::NotAuthorized,
+                "client id without a prefix of clientid_prefixes",
             ));
         }
     }
@@ -224,7 +274,6 @@ pub async fn accept(
         broker.store_session(&session, 0);
     }
 
-    let config = &broker.config;
     let mut properties = Properties::new();
     let mut max_inflight = usize::from(config.max_inflight_messages);
     let mut client_max_packet = None;
@@ -254,7 +303,10 @@ pub async fn accept(
             properties.push(Property::TopicAliasMaximum(config.max_topic_alias));
         }
         properties.0.extend(connack_auth.0);
-        properties.push(Property::RetainAvailable(1));
+        if config.max_qos < ferrymq_codec::QoS::ExactlyOnce {
+            properties.push(Property::MaximumQoS(config.max_qos as u8));
+        }
+        properties.push(Property::RetainAvailable(u8::from(config.retain_available)));
         properties.push(Property::WildcardSubscriptionAvailable(1));
         properties.push(Property::SubscriptionIdentifierAvailable(1));
         properties.push(Property::SharedSubscriptionAvailable(1));
@@ -285,7 +337,7 @@ pub async fn accept(
         max_inflight,
         client_max_packet,
         aliases_in: alias::Inbound::new(if v5 { config.max_topic_alias } else { 0 }),
-        aliases_out: alias::Outbound::new(client_alias_max),
+        aliases_out: alias::Outbound::new(client_alias_max.min(config.max_topic_alias_broker)),
         receive_maximum: usize::from(config.max_inflight_messages),
         problem_information,
         pending_acks: Default::default(),

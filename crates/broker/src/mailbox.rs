@@ -6,10 +6,16 @@
 //! queue holds what a persistent session is owed.
 //!
 //! Overflow policy (counted in [`Metrics`](crate::metrics::Metrics)):
-//! - QoS 0 is dropped when the queue is full, and not queued at all while
-//!   the client is offline (as Mosquitto does with its default
-//!   `queue_qos0_messages false`);
-//! - QoS 1/2 beyond `max_queued_messages` are dropped.
+//! - the queue is full at `max_queued_messages` messages, or when the next
+//!   message's payload would take it past `max_queued_bytes` (an empty
+//!   queue takes any one message, so a message larger than the byte limit
+//!   still reaches a client that keeps up, as Mosquitto sends it straight
+//!   into the in-flight window);
+//! - what finds the queue full is dropped, whatever its QoS;
+//! - QoS 0 is not queued at all while the client is offline, and dropped
+//!   from the queue when it leaves (Mosquitto's default
+//!   `queue_qos0_messages false`); with `queue_qos0_messages true` it is
+//!   kept like QoS 1/2, within the same limits.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,30 +50,53 @@ impl Inner {
     }
 }
 
+/// The limits of one session's queue (`max_queued_messages`,
+/// `max_queued_bytes`, `queue_qos0_messages`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub messages: usize,
+    pub bytes: usize,
+    pub queue_qos0_offline: bool,
+}
+
+impl From<usize> for Limits {
+    /// A limit on messages only.
+    fn from(messages: usize) -> Limits {
+        Limits {
+            messages,
+            bytes: usize::MAX,
+            queue_qos0_offline: false,
+        }
+    }
+}
+
 /// The delivery queue of one session.
 #[derive(Debug)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
-    limit: usize,
+    limits: Limits,
 }
 
 impl Mailbox {
-    pub fn new(limit: usize) -> Arc<Mailbox> {
+    pub fn new(limits: impl Into<Limits>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
-            limit,
+            limits: limits.into(),
         })
     }
 
     /// Queues `delivery` unless the policy says drop; never blocks.
     pub fn push(&self, delivery: Delivery) -> Push {
         let mut inner = self.inner.lock();
-        if !inner.online && delivery.qos == QoS::AtMostOnce {
+        if !inner.online && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
             return Push::DroppedOffline;
         }
-        if inner.queue.len() >= self.limit {
+        let size = delivery.message.payload.len();
+        if inner.queue.len() >= self.limits.messages
+            || (!inner.queue.is_empty() && inner.bytes.saturating_add(size) > self.limits.bytes)
+        {
             return Push::DroppedFull;
         }
         let wake = inner.queue.is_empty() && inner.online;
@@ -128,6 +157,8 @@ impl Mailbox {
         if online {
             drop(inner);
             self.notify.notify_one();
+            0
+        } else if self.limits.queue_qos0_offline {
             0
         } else {
             let before = inner.queue.len();

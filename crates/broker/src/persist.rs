@@ -426,9 +426,17 @@ pub fn recover(
         }
     }
     let count = sessions.len();
-    for (client_id, (state, expires_at)) in sessions {
+    for (client_id, (mut state, expires_at)) in sessions {
         // A deadline already past ends the session at the next sweep.
-        let deadline = (expires_at != 0).then(|| instant_from_unix_ms(expires_at, now).max(now));
+        let mut deadline =
+            (expires_at != 0).then(|| instant_from_unix_ms(expires_at, now).max(now));
+        // A session stored as never expiring gets `persistent_client_expiration`
+        // if that is set now, counted from the restart.
+        let lifetime = broker.session_lifetime(state.expiry_interval);
+        if deadline.is_none() && lifetime != u32::MAX {
+            state.expiry_interval = lifetime;
+            deadline = Some(now + Duration::from_secs(u64::from(lifetime)));
+        }
         broker
             .registry
             .restore(client_id.as_str().into(), state, deadline);

@@ -318,6 +318,32 @@ impl Connection {
     fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
         self.tally.publish_in(publish.qos, publish.payload.len());
         self.aliases_in.resolve(&mut publish)?;
+        self.check_publish_limits(&publish)?;
+        let limit = self.broker.config.message_size_limit;
+        if limit > 0 && publish.payload.len() > limit {
+            // `message_size_limit`: not routed, but the QoS exchange
+            // completes. MQTT 5 is told 0x97 Quota exceeded: the standard's
+            // code for "an implementation or administrative limit" that a
+            // PUBACK/PUBREC may carry (Mosquitto sends 0x95 Packet too
+            // large, which [MQTT-3.4.2.1] does not allow there). 3.x cannot
+            // be told: acknowledged as usual, as Mosquitto does.
+            debug!(topic = %publish.topic, size = publish.payload.len(), "PUBLISH above message_size_limit dropped");
+            if let Some(id) = publish.packet_id {
+                let mut ack = PubResponse::new(id);
+                if self.v5() {
+                    ack.reason = ReasonCode::QuotaExceeded;
+                }
+                // A 5.0 PUBREC with an error ends the exchange; a 3.x
+                // PUBREL is answered with PUBCOMP whether its id is known.
+                let packet = if publish.qos == QoS::ExactlyOnce {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                };
+                self.queue_ack(Vec::new(), packet);
+            }
+            return Ok(());
+        }
         if !self.may(&publish.topic, Access::Write) {
             // 3.x: dropped silently (acknowledged as usual); 5.0: refused
             // with 0x87 ([MQTT-3.3.5-2]).
@@ -394,6 +420,28 @@ impl Connection {
                     "QoS > 0 without packet id",
                 ))
             }
+        }
+        Ok(())
+    }
+
+    /// `max_qos` and `retain_available false`: a PUBLISH beyond what the
+    /// broker announced is a protocol error that closes the connection
+    /// (MQTT 5: DISCONNECT 0x9B [MQTT-3.2.2-11], 0x9A [MQTT-3.2.2-14]);
+    /// 3.x clients, which cannot be told the limits, are closed too, as
+    /// Mosquitto does.
+    fn check_publish_limits(&self, publish: &Publish) -> Result<(), Close> {
+        let config = &self.broker.config;
+        if publish.qos > config.max_qos {
+            return Err(Close::violation(
+                ReasonCode::QoSNotSupported,
+                format!("PUBLISH at QoS {} above max_qos", publish.qos as u8),
+            ));
+        }
+        if publish.retain && !config.retain_available {
+            return Err(Close::violation(
+                ReasonCode::RetainNotSupported,
+                "retained PUBLISH with retain_available false",
+            ));
         }
         Ok(())
     }

@@ -6,6 +6,8 @@ use ferrymq_codec::{
     Packet, Properties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
+use tracing::debug;
+
 use crate::mailbox::Push;
 use crate::message::Delivery;
 use crate::metrics::Metrics;
@@ -22,6 +24,11 @@ impl Connection {
         let mut retained = Vec::new();
         let now = std::time::Instant::now();
         for (filter, options) in &subscribe.filters {
+            // `max_qos`: a subscription is granted at most the broker's
+            // maximum ([MQTT-3.2.2-9]: the client learns it from CONNACK).
+            let mut options = *options;
+            options.qos = options.qos.min(self.broker.config.max_qos);
+            let options = &options;
             let (inner, share) = match shared::parse(filter) {
                 None => (filter.as_str(), None),
                 Some(Ok((name, inner))) => {
@@ -54,6 +61,7 @@ impl Connection {
                 });
                 continue;
             }
+            debug!(%filter, qos = ?options.qos, "subscribed");
             let is_shared = share.is_some();
             let sub = Subscription::new(self.session.shared.clone(), *options, identifier, share);
             let is_new = self.broker.router.subscribe(inner, sub);
@@ -83,8 +91,8 @@ impl Connection {
                     if message.is_expired(now) {
                         continue;
                     }
-                    let mut delivery =
-                        Delivery::new(message.clone(), message.qos.min(options.qos), true);
+                    let qos = self.broker.outgoing_qos(message.qos, options.qos);
+                    let mut delivery = Delivery::new(message.clone(), qos, true);
                     delivery.subscription_ids.extend(identifier);
                     retained.push(delivery);
                 }
@@ -111,6 +119,7 @@ impl Connection {
         let session = self.session.shared.id;
         for filter in &unsubscribe.filters {
             let existed = self.session.subscriptions.remove(filter.as_str()).is_some();
+            debug!(%filter, existed, "unsubscribed");
             self.broker.remove_subscription(filter, session);
             if existed && shared::parse(filter).is_some() {
                 // Messages queued for us through this group go to another member.

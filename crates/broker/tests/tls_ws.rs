@@ -803,3 +803,57 @@ async fn reload_tls_serves_new_certificates_to_new_connections_only() {
     kept.disconnect().await.unwrap();
     server.shutdown().await;
 }
+
+/// `capath`: every CA in the directory is trusted for client certificates
+/// (`*.pem`, `*.crt`, and `openssl rehash` names); a CA outside it is not.
+#[tokio::test]
+async fn capath_trusts_every_ca_in_the_directory() {
+    let first = Pki::new();
+    let second = Pki::new();
+    let outsider = Pki::new();
+    let capath = tempfile::tempdir().unwrap();
+    std::fs::copy(first.ca_file(), capath.path().join("first.pem")).unwrap();
+    std::fs::copy(second.ca_file(), capath.path().join("second.crt")).unwrap();
+    // Neither *.pem nor a hashed name: not read.
+    std::fs::copy(outsider.ca_file(), capath.path().join("outsider.txt")).unwrap();
+    let server = start(vec![ListenerConfig {
+        capath: Some(capath.path().to_path_buf()),
+        require_certificate: true,
+        ..first.tls_listener()
+    }])
+    .await;
+    let addr = server.local_addrs()[0];
+    for (pki, name) in [(&first, "one"), (&second, "two")] {
+        let (cert, key) = pki.client_cert(name);
+        let tls = TlsOptions {
+            cert_file: Some(cert),
+            key_file: Some(key),
+            ..first.client_tls()
+        };
+        round_trip(addr, Transport::Tls(tls), Protocol::V5).await;
+    }
+    let (cert, key) = outsider.client_cert("three");
+    let tls = TlsOptions {
+        cert_file: Some(cert),
+        key_file: Some(key),
+        ..first.client_tls()
+    };
+    let refused = tokio::time::timeout(WAIT, connect(options(addr, Transport::Tls(tls), "x")))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    server.shutdown().await;
+
+    // An empty directory stops the start with an error naming it.
+    let empty = tempfile::tempdir().unwrap();
+    let listener = ListenerConfig {
+        capath: Some(empty.path().to_path_buf()),
+        require_certificate: true,
+        ..first.tls_listener()
+    };
+    let e = ferrymq_broker::net::tls::wrapping(&listener).unwrap_err();
+    assert!(
+        e.contains("capath") && e.contains(&empty.path().display().to_string()),
+        "{e}"
+    );
+}

@@ -30,22 +30,67 @@ pub struct BrokerArgs {
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
-    let default_level = if args.verbose { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match serve(args) {
+    // The file says where logs go, so it is read before logging starts; a
+    // file that cannot be read is reported through the default logger.
+    let config = settings(&args);
+    let logging = config
+        .as_ref()
+        .map(|c| c.logging.clone())
+        .unwrap_or_default();
+    if let Err(e) = init_logging(&logging, args.verbose) {
+        init_logging(&Default::default(), args.verbose).ok();
+        error!("{e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = config.and_then(|config| {
+        info!("logging: {}", logging.describe(args.verbose));
+        serve(args, config)
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `tracing` subscriber for the file's `log_dest` and `log_type`
+/// (`-v` forces every type). `RUST_LOG`, when set, replaces the filter.
+fn init_logging(logging: &config::logging::Logging, verbose: bool) -> anyhow::Result<()> {
+    use config::logging::LogDest;
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(logging.filter(verbose)))
+        .context("log_type")?;
+    let dests = logging.destinations();
+    let mut writer: Option<BoxMakeWriter> = None;
+    for dest in &dests {
+        let next = match dest {
+            LogDest::Stderr => BoxMakeWriter::new(std::io::stderr),
+            LogDest::Stdout => BoxMakeWriter::new(std::io::stdout),
+            LogDest::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("log_dest file {}", path.display()))?;
+                BoxMakeWriter::new(std::sync::Arc::new(file))
+            }
+        };
+        writer = Some(match writer {
+            None => next,
+            Some(w) => BoxMakeWriter::new(w.and(next)),
+        });
+    }
+    // Colours only when every line goes to a terminal's stderr.
+    let ansi = dests == [LogDest::Stderr] && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::sink)))
+        .with_ansi(ansi)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("starting the logger: {e}"))
 }
 
 fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
@@ -59,14 +104,13 @@ fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn serve(args: BrokerArgs) -> anyhow::Result<()> {
+fn serve(args: BrokerArgs, config: Config) -> anyhow::Result<()> {
     if args.daemon {
         anyhow::bail!(
             "-d (daemonize) is not supported: run ferrymq under systemd or another \
              supervisor, which is what Debian's mosquitto.service does too"
         );
     }
-    let config = settings(&args)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -40,10 +40,15 @@ fn workdir() -> std::path::PathBuf {
 
 /// Starts the broker and returns it with the first address it logs.
 fn start(args: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
+    let mut cmd = ferrymq();
+    cmd.args(args);
+    start_cmd(cmd)
+}
+
+/// [`start`] for a command the caller prepared.
+fn start_cmd(mut cmd: Command) -> (Proc, String, mpsc::Receiver<String>) {
     let mut child = Proc(
-        ferrymq()
-            .args(args)
-            .current_dir(workdir())
+        cmd.current_dir(workdir())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -149,13 +154,6 @@ fn unknown_config_option_names_file_and_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.conf:2:"), "{err}");
-}
-
-#[test]
-fn unbuilt_subcommands_say_so_and_fail() {
-    let out = ferrymq().arg("bench").output().unwrap();
-    assert!(!out.status.success(), "bench");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
 }
 
 #[test]
@@ -284,7 +282,7 @@ fn started_as_mosquitto_with_a_pid_file() {
     std::fs::write(
         &conf,
         format!(
-            "pid_file {}\nlistener 0 127.0.0.1\nallow_anonymous true\nlog_dest stderr\npersistence false\n",
+            "pid_file {}\nlistener 0 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_timestamp false\npersistence false\n",
             pid_file.display()
         ),
     )
@@ -305,7 +303,7 @@ fn started_as_mosquitto_with_a_pid_file() {
     let mut warned = false;
     let addr = loop {
         let line = lines.next().expect("broker logs its listener");
-        warned |= line.contains("log_dest is accepted and ignored");
+        warned |= line.contains("log_timestamp is accepted and ignored");
         if let Some(i) = line.find("listening for MQTT addr=") {
             break line[i + "listening for MQTT addr=".len()..]
                 .trim()
@@ -335,4 +333,49 @@ fn daemon_flag_is_refused_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+}
+
+/// `log_dest file PATH` (next to `log_dest stderr`): the file gets the
+/// broker's lines, "client connected" among them, and the start-up line
+/// that says which mapping of log_dest/log_type is in effect.
+#[test]
+fn log_dest_file_receives_the_log() {
+    let dir = workdir();
+    let log = dir.join("broker.log");
+    let conf = dir.join("log.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_dest file {}\n\
+             log_type error\nlog_type warning\nlog_type information\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = ferrymq();
+    // The file's log_type decides, not the tests' RUST_LOG.
+    cmd.env_remove("RUST_LOG")
+        .args(["broker", "-c", conf.to_str().unwrap()]);
+    let (mut child, addr, _log) = start_cmd(cmd);
+    let _client = mqtt_connect(&addr);
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("client connected") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "log file: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        text.contains(&format!("log_dest stderr, file {}", log.display())),
+        "{text}"
+    );
+    assert!(text.contains("tracing filter \"info\""), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a file: {text}"
+    );
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
 }

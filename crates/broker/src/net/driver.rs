@@ -513,6 +513,8 @@ async fn run<T: Transport>(
     // Whatever reached us through share groups and is not done goes to
     // members still connected.
     broker.release_shared(&mut session);
+    // `persistent_client_expiration` bounds sessions that would never end.
+    session.expiry_interval = broker.session_lifetime(session.expiry_interval);
     if let Some(will) = will {
         // The will waits for its delay, or until the session ends if sooner.
         let delay = will

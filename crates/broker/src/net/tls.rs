@@ -1,6 +1,7 @@
 //! A TLS listener's rustls configuration (the *ring* provider), read from
-//! the listener's `certfile`, `keyfile`, `cafile`, `require_certificate`
-//! and `tls_version`. Errors name the file and what is wrong with it.
+//! the listener's `certfile`, `keyfile`, `cafile`, `capath`,
+//! `require_certificate` and `tls_version`. Errors name the file and what
+//! is wrong with it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -78,6 +79,48 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// The CA files of a `capath` directory, in name order: `*.pem` and `*.crt`
+/// files, and OpenSSL's hashed names (`<8 hex digits>.<n>`, made by
+/// `openssl rehash`) when they are not links to a file already taken, so a
+/// directory Mosquitto reads through OpenSSL works here too.
+fn ca_directory(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("capath {}: {e}", dir.display()))?;
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut hashed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_hash = name.split_once('.').is_some_and(|(h, n)| {
+            h.len() == 8
+                && h.chars().all(|c| c.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit())
+        });
+        if name.ends_with(".pem") || name.ends_with(".crt") {
+            files.push(path);
+        } else if is_hash {
+            hashed.push(path);
+        }
+    }
+    let taken: Vec<_> = files
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .collect();
+    for h in hashed {
+        if !std::fs::canonicalize(&h).is_ok_and(|c| taken.contains(&c)) {
+            files.push(h);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "capath {}: no CA certificate (*.pem, *.crt) in it",
+            dir.display()
+        ));
+    }
+    Ok(files)
+}
+
 /// The rustls server configuration of a TLS listener.
 pub fn server_config(listener: &ListenerConfig) -> Result<ServerConfig, String> {
     let (Some(certfile), Some(keyfile)) = (&listener.certfile, &listener.keyfile) else {
@@ -100,13 +143,23 @@ pub fn server_config(listener: &ListenerConfig) -> Result<ServerConfig, String> 
     let wants_client_cert = listener.require_certificate
         || listener.use_identity_as_username
         || listener.use_subject_as_username;
-    let builder = match (&listener.cafile, wants_client_cert) {
-        (Some(cafile), true) => {
+    let has_ca = listener.cafile.is_some() || listener.capath.is_some();
+    let builder = match (has_ca, wants_client_cert) {
+        (true, true) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(cafile, "cafile")? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("cafile {}: {e}", cafile.display()))?;
+            let mut files = Vec::new();
+            if let Some(cafile) = &listener.cafile {
+                files.push((cafile.clone(), "cafile"));
+            }
+            if let Some(capath) = &listener.capath {
+                files.extend(ca_directory(capath)?.into_iter().map(|f| (f, "capath")));
+            }
+            for (file, what) in &files {
+                for cert in certificates(file, what)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{what} {}: {e}", file.display()))?;
+                }
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if listener.require_certificate {
@@ -116,13 +169,13 @@ pub fn server_config(listener: &ListenerConfig) -> Result<ServerConfig, String> 
             };
             let verifier = verifier
                 .build()
-                .map_err(|e| format!("cafile {}: {e}", cafile.display()))?;
+                .map_err(|e| format!("client CA certificates (cafile/capath): {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
-        (None, true) => {
+        (false, true) => {
             return Err(
                 "client certificates (require_certificate, use_identity_as_username, \
-                 use_subject_as_username) need a cafile"
+                 use_subject_as_username) need a cafile or capath"
                     .into(),
             )
         }
