@@ -10,7 +10,8 @@
 # Sections: Mosquitto's clients against ferrymq (here), ferrymq's own tools
 # against the Mosquitto broker and next to mosquitto_sub
 # (ferrymq_tools.sh), client libraries against ferrymq (libraries.sh), TLS
-# and WebSocket listeners (transports.sh).
+# and WebSocket listeners (transports.sh), and one sample mosquitto.conf
+# run unchanged under both mosquitto and ferrymq (sample.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -111,6 +112,7 @@ got=$(mosquitto_sub "${H[@]}" -t '$SYS/broker/version' -C 1 -W 5 2>&1)
 source tests/interop/ferrymq_tools.sh
 source tests/interop/libraries.sh
 source tests/interop/transports.sh
+source tests/interop/sample.sh
 
 kill -TERM "$BROKER"
 if wait "$BROKER"; then pass "broker exits 0 on SIGTERM"; else fail "broker exits 0 on SIGTERM"; fi
