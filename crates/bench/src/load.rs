@@ -183,20 +183,35 @@ pub async fn publisher(
         if plan.limit > 0 {
             n = n.min(plan.limit.saturating_sub(report.sent));
         }
-        let mut held_by_subscribers = false;
-        if plan.max_ahead > 0 {
-            if let Some(slowest) = shared.slowest_subscriber() {
-                let room =
-                    (slowest + plan.max_ahead).saturating_sub(shared.sent.load(Ordering::Relaxed));
-                held_by_subscribers = room < n;
-                n = n.min(room);
-            }
-        }
         let mut next_due = None;
         if let Some(rate) = plan.rate {
             let due = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
             n = n.min(due.saturating_sub(report.sent));
             next_due = Some(started + Duration::from_secs_f64((report.sent + n + 1) as f64 / rate));
+        }
+        // The run-ahead bound is claimed, not just read: publishers on
+        // other threads see the claim at once, so together they never pass
+        // the bound (reading and adding after the write let each of them
+        // take the same room, and the broker's queue overflowed).
+        let mut held_by_subscribers = false;
+        let mut claimed = false;
+        if plan.max_ahead > 0 && n > 0 {
+            if let Some(slowest) = shared.slowest_subscriber() {
+                let bound = slowest + plan.max_ahead;
+                let wanted = n;
+                let claim = shared
+                    .sent
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sent| {
+                        let take = wanted.min(bound.saturating_sub(sent));
+                        (take > 0).then_some(sent + take)
+                    });
+                n = match claim {
+                    Ok(before) => wanted.min(bound.saturating_sub(before)),
+                    Err(_) => 0,
+                };
+                held_by_subscribers = n < wanted;
+                claimed = true;
+            }
         }
         if n > 0 {
             let sent_at_ns = now_ns();
@@ -230,7 +245,9 @@ pub async fn publisher(
             }
             out.clear();
             last_write = Instant::now();
-            shared.sent.fetch_add(n, Ordering::Relaxed);
+            if !claimed {
+                shared.sent.fetch_add(n, Ordering::Relaxed);
+            }
             if confirmed {
                 in_flight += n;
             }

@@ -72,6 +72,31 @@ async fn qos1_fan_in_is_counted_exactly_with_nothing_lost() {
     }
 }
 
+/// Publishers on several threads share one run-ahead bound: together they
+/// never put more in front of the subscriber than the broker may queue, so
+/// a broker with a short queue drops nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_together_keep_the_run_ahead_bound() {
+    let mut config = ferrymq_testkit::test_config();
+    config.max_queued_messages = 200;
+    let broker = TestBroker::with_config(config).await;
+    let s = bench(
+        "pub -c 4 -t fanin/%i -q 1 -s 16 -L 5000 --max-ahead 200 --subscribers 1 --sub-topic fanin/#",
+        broker.addr,
+    )
+    .await;
+    assert_eq!(s.errors, 0, "{:?}", s.error_samples);
+    assert_eq!(s.acked, Some(20_000));
+    assert_eq!(s.lost_acked, Some(0));
+    let dropped = broker
+        .server
+        .broker
+        .metrics
+        .dropped_queue_full
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped, 0, "the broker's queue overflowed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_is_exactly_once() {
     let broker = TestBroker::start().await;
