@@ -34,6 +34,10 @@ pub struct Shared {
     pub sub_received: Box<[AtomicU64]>,
     /// Signalled when a subscriber has received more.
     pub progress: Notify,
+    /// Publishers done, and a signal each time one is, so a run with a
+    /// message limit ends when the last one is, not at the next tick.
+    pub publishers_done: AtomicU64,
+    pub publisher_done: Notify,
     /// Messages stamped before this (ns since the epoch) are warm-up: left
     /// out of latency.
     pub measure_from_ns: AtomicU64,
@@ -305,6 +309,8 @@ pub async fn publisher(
         }
     }
     let _ = conn.wr.write_all(&[0xE0, 0]).await;
+    shared.publishers_done.fetch_add(1, Ordering::Release);
+    shared.publisher_done.notify_one();
     report
 }
 

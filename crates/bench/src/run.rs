@@ -118,6 +118,7 @@ async fn run_until(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = shared.publisher_done.notified() => {}
             _ = &mut ctrl_c => return None,
         }
         progress.update(shared, clients);
@@ -283,7 +284,7 @@ pub async fn run_pub(args: PubArgs) -> anyhow::Result<Summary> {
         &mut progress,
         args.subscribers + publishers,
         true,
-        || pub_tasks.iter().all(|t| t.is_finished()),
+        || shared.publishers_done.load(Ordering::Acquire) >= pub_tasks.len() as u64,
     )
     .await;
     let end = Mark::take(&shared);
