@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# What durability costs: QoS 1 into a persistent session whose client is
+# away, with ferrymq's store on and off, next to Mosquitto with
+# `persistence true`; then ferrymq's restart time with the queue still
+# full, and its disk use after messages were delivered.
+#
+#   bash bench/durable.sh                   # 3 rounds, 1,000,000 messages each
+#   ROUNDS=5 MESSAGES=400000 bash bench/durable.sh
+#
+# Each broker is pinned to one core (BROKER_CORE), the load generator to
+# another (LOAD_CORE), interleaved per round. The offline session is made
+# by mosquitto_sub (-c, -E: subscribe, then leave). Needs mosquitto and
+# mosquitto-clients (Debian's packages).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+MESSAGES=${MESSAGES:-1000000}
+DELIVERED=${DELIVERED:-1000000}
+PUBLISHERS=4
+BROKER_CORE=${BROKER_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d /tmp/ferrymq-durable.XXXXXX)}
+mkdir -p "$OUT"
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+log() { echo "durable: $*" >&2; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Seconds until something accepts on PORT (fails if PID exits first).
+wait_port() {
+    local port=$1 pid=$2
+    python3 - "$port" "$pid" <<'EOF'
+import os, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+start = time.monotonic()
+while time.monotonic() - start < 120:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        print(f"{time.monotonic() - start:.3f}")
+        sys.exit(0)
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit("the broker exited")
+        time.sleep(0.005)
+sys.exit("nothing listens")
+EOF
+}
+
+stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
+# start NAME DIR PORT: the broker in DIR, pinned; prints its pid.
+start() {
+    local name=$1 dir=$2 port=$3
+    local common="listener $port 127.0.0.1
+allow_anonymous true
+max_queued_messages $((MESSAGES + DELIVERED))
+max_inflight_messages 100"
+    case $name in
+        ferrymq-on | ferrymq-off)
+            local persist=true
+            [[ $name == ferrymq-off ]] && persist=false
+            printf '%s\npersistence %s\npersistence_location %s/data\n' "$common" "$persist" "$dir" >"$dir/broker.conf"
+            (cd "$dir" && exec taskset -c "$BROKER_CORE" "$FERRYMQ" broker -c broker.conf) >>"$dir/broker.log" 2>&1 &
+            ;;
+        mosquitto)
+            printf '%s\npersistence true\npersistence_location %s/\n' "$common" "$dir" >"$dir/broker.conf"
+            (cd "$dir" && exec taskset -c "$BROKER_CORE" "$MOSQUITTO" -c broker.conf) >>"$dir/broker.log" 2>&1 &
+            ;;
+    esac
+    echo $!
+}
+
+acked_rate() {
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["acked"] / max(s["seconds"], 1e-9)) if s.get("lost_acked") is None and s["errors"] == 0 else "failed")'
+}
+
+main() {
+    log "building ferrymq (release)"
+    (cd "$ROOT" && cargo build --release -q -p ferrymq)
+    FERRYMQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferrymq"
+    local per=$((MESSAGES / PUBLISHERS))
+    log "results in $OUT"
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in ferrymq-on ferrymq-off mosquitto; do
+            local dir="$OUT/$name-$round" port pid rate
+            rm -rf "$dir" && mkdir -p "$dir"
+            port=$(free_port)
+            pid=$(start "$name" "$dir" "$port")
+            wait_port "$port" "$pid" >/dev/null
+            mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' -E
+            # Every message is acknowledged only once stored (ferrymq-on):
+            # -L with no --duration times the whole stream.
+            rate=$(taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
+                -c "$PUBLISHERS" -t 'durable/%i' -q 1 -s 16 -L "$per" --warmup 0 --json --quiet |
+                acked_rate)
+            echo "{\"round\":$round,\"broker\":\"$name\",\"acked_per_second\":\"$rate\"}" >>"$OUT/results.jsonl"
+            log "round $round: $name: $rate acknowledged msg/s into an offline session"
+            if [[ $name == ferrymq-on && $round == 1 ]]; then
+                # Restart with the queue full, then drain it and keep going.
+                stop "$pid"
+                pid=$(start "$name" "$dir" "$port")
+                local restart
+                restart=$(wait_port "$port" "$pid")
+                log "restart with $MESSAGES queued messages: ${restart} s to accept connections"
+                echo "{\"restart_seconds\":$restart,\"queued\":$MESSAGES}" >>"$OUT/results.jsonl"
+                mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' \
+                    -C $((MESSAGES + DELIVERED)) -W 600 >/dev/null &
+                local sub=$!
+                taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
+                    -c "$PUBLISHERS" -t 'durable/%i' -q 1 -s 16 -L $((DELIVERED / PUBLISHERS)) \
+                    --warmup 0 --json --quiet >/dev/null
+                wait "$sub" || log "the subscriber did not get every message"
+                # Let the engine settle what it deletes before measuring.
+                stop "$pid"
+                local kib
+                kib=$(du -sk "$dir/data" | cut -f1)
+                log "disk after $((MESSAGES + DELIVERED)) delivered messages: ${kib} KiB"
+                echo "{\"disk_kib_after_delivery\":$kib,\"delivered\":$((MESSAGES + DELIVERED))}" >>"$OUT/results.jsonl"
+                continue
+            fi
+            stop "$pid"
+        done
+    done
+    python3 - "$OUT/results.jsonl" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rates = {}
+for r in rows:
+    if "broker" in r and r["acked_per_second"] != "failed":
+        rates.setdefault(r["broker"], []).append(int(r["acked_per_second"]))
+med = {k: statistics.median(v) for k, v in rates.items()}
+print("| QoS 1 into an offline persistent session | acknowledged msg/s, median (range) |")
+print("|---|---|")
+names = {"ferrymq-on": "ferrymq, persistence true", "ferrymq-off": "ferrymq, persistence false",
+         "mosquitto": "Mosquitto, persistence true"}
+for k in ("ferrymq-on", "ferrymq-off", "mosquitto"):
+    if k in rates:
+        print(f"| {names[k]} | {med[k]:,.0f} ({min(rates[k]):,}–{max(rates[k]):,}) |")
+if "ferrymq-on" in med and "ferrymq-off" in med:
+    print(f"\ndurable ÷ in-memory: {med['ferrymq-on'] / med['ferrymq-off']:.2f}×")
+if "ferrymq-on" in med and "mosquitto" in med:
+    print(f"ferrymq durable ÷ Mosquitto: {med['ferrymq-on'] / med['mosquitto']:.2f}×")
+for r in rows:
+    if "restart_seconds" in r:
+        print(f"restart with {r['queued']:,} queued messages: {r['restart_seconds']} s")
+    if "disk_kib_after_delivery" in r:
+        print(f"store on disk after {r['delivered']:,} delivered messages: {r['disk_kib_after_delivery']:,} KiB")
+EOF
+}
+
+main "$@"
