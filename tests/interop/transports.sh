@@ -1,7 +1,9 @@
 # Sourced by run.sh: TLS and WebSocket listeners. A second ferrymq broker
 # starts from a mosquitto.conf with a WebSocket listener, a TLS listener and
 # a TLS listener that requires client certificates (certificates made here
-# with openssl); MQTT.js connects over ws://, mosquitto_pub/sub over TLS.
+# with openssl) and a secure WebSocket listener; MQTT.js connects over
+# ws:// from Node and over ws:// and wss:// from headless Chromium,
+# mosquitto_pub/sub over TLS.
 # Uses run.sh's pass/fail/wait_for, $FERRYMQ, $WORK.
 TLSDIR="$WORK/tls"
 mkdir -p "$TLSDIR"
@@ -40,6 +42,11 @@ cafile $TLSDIR/ca.pem
 require_certificate true
 use_identity_as_username true
 tls_version tlsv1.3
+
+listener 0 127.0.0.1
+protocol websockets
+certfile $TLSDIR/server.pem
+keyfile $TLSDIR/server.key
 CONF
 
 if out=$("$FERRYMQ" broker --test-config -c "$WORK/transports.conf" 2>&1); then
@@ -61,18 +68,19 @@ mkdir -p "$WORK/transports"
 (cd "$WORK/transports" && exec env RUST_LOG=info "$FERRYMQ" broker -c "$WORK/transports.conf") \
     >"$WORK/transports.log" 2>&1 &
 TRANSPORTS=$!
-# Bounded wait for the three listeners' log lines.
+# Bounded wait for the four listeners' log lines.
 listening=0
 for _ in $(seq 1 100); do
     listening=$(grep -c 'listening for MQTT over' "$WORK/transports.log" 2>/dev/null)
-    [ "$listening" = 3 ] && break
+    [ "$listening" = 4 ] && break
     sleep 0.05
 done
-if [ "$listening" = 3 ]; then
+if [ "$listening" = 4 ]; then
     WS_PORT=$(grep -o 'MQTT over WebSocket addr=127.0.0.1:[0-9]*' "$WORK/transports.log" | head -1 | cut -d: -f2)
     TLS_PORT=$(grep -o 'MQTT over TLS addr=127.0.0.1:[0-9]*' "$WORK/transports.log" | sed -n 1p | cut -d: -f2)
     MTLS_PORT=$(grep -o 'MQTT over TLS addr=127.0.0.1:[0-9]*' "$WORK/transports.log" | sed -n 2p | cut -d: -f2)
-    echo "ferrymq transports: ws $WS_PORT, tls $TLS_PORT, tls+client cert $MTLS_PORT"
+    WSS_PORT=$(grep -o 'MQTT over secure WebSocket addr=127.0.0.1:[0-9]*' "$WORK/transports.log" | head -1 | cut -d: -f2)
+    echo "ferrymq transports: ws $WS_PORT, tls $TLS_PORT, tls+client cert $MTLS_PORT, wss $WSS_PORT"
 
     for version in 4 5; do
         name="MQTT.js over WebSocket v$([ "$version" = 4 ] && echo 311 || echo 5)"
@@ -80,6 +88,23 @@ if [ "$listening" = 3 ]; then
             fail "$name" "mqtt not installed (npm ci in tests/interop/node)"
         elif out=$(timeout 30 node tests/interop/node/roundtrip.js 127.0.0.1 "$WS_PORT" "$version" ws 2>&1); then
             pass "$name"
+        else
+            fail "$name" "$out"
+        fi
+    done
+
+    # MQTT.js's browser bundle in headless Chromium (Debian's package,
+    # installed by .ci/run), over ws:// and wss://.
+    for scheme in ws wss; do
+        port=$WS_PORT
+        [ "$scheme" = wss ] && port=$WSS_PORT
+        name="MQTT.js in Chromium over $scheme://"
+        if ! command -v chromium >/dev/null; then
+            fail "$name" "chromium is not installed"
+        elif out=$(timeout 90 node tests/interop/node/browser.js "$scheme://127.0.0.1:$port/mqtt" \
+            "$(command -v chromium)" 2>&1); then
+            pass "$name"
+            echo "$out"
         else
             fail "$name" "$out"
         fi
@@ -123,7 +148,7 @@ if [ "$listening" = 3 ]; then
     fi
 
     kill -HUP "$TRANSPORTS"
-    if wait_for "$WORK/transports.log" "TLS files of 2 listener(s) reloaded"; then
+    if wait_for "$WORK/transports.log" "TLS files of 3 listener(s) reloaded"; then
         tls_round_trip "SIGHUP reloads TLS files; mosquitto_pub/sub over TLS after it" "$TLS_PORT"
     else
         fail "SIGHUP reloads TLS files" "$(tail -5 "$WORK/transports.log")"
