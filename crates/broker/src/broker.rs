@@ -29,7 +29,10 @@ pub struct Broker {
     pub shared_groups: SharedGroups,
     /// Durable state, when persistence is on.
     pub persist: Option<Persist>,
-    pub security: Security,
+    /// The file's global security settings; with `per_listener_settings
+    /// true` each listener has its own (see `Server::start`), and
+    /// connections use [`Connection::security`](crate::protocol::Connection).
+    pub security: Arc<Security>,
     pub metrics: Metrics,
     pub started: Instant,
     next_id: AtomicU64,
@@ -51,7 +54,7 @@ impl Broker {
     ) -> Arc<Broker> {
         Arc::new(Broker {
             persist: writer.map(Persist::new),
-            security,
+            security: Arc::new(security),
             config,
             router: Router::new(),
             retained: RetainStore::default(),

@@ -54,6 +54,19 @@ pub struct ListenerConfig {
     /// The client certificate's subject (RFC 2253 form) is the user name.
     pub use_subject_as_username: bool,
     pub tls_version: Option<TlsVersion>,
+    /// This listener's own security settings, with `per_listener_settings
+    /// true` (otherwise the file's global ones apply to every listener).
+    pub security: ListenerSecurity,
+}
+
+/// `allow_anonymous`, `password_file` and `acl_file` given after a
+/// `listener` line with `per_listener_settings true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerSecurity {
+    /// Unset: refused, as Mosquitto 2 does on a configured listener.
+    pub allow_anonymous: Option<bool>,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
 }
 
 impl ListenerConfig {
@@ -70,6 +83,7 @@ impl ListenerConfig {
             use_identity_as_username: false,
             use_subject_as_username: false,
             tls_version: None,
+            security: ListenerSecurity::default(),
         }
     }
 
@@ -154,6 +168,10 @@ pub struct Config {
     pub listeners_from_file: bool,
     pub password_file: Option<std::path::PathBuf>,
     pub acl_file: Option<std::path::PathBuf>,
+    /// `per_listener_settings true`: `allow_anonymous`, `password_file` and
+    /// `acl_file` belong to the listener they follow
+    /// ([`ListenerConfig::security`]).
+    pub per_listener_settings: bool,
     /// `message_size_limit`: largest PUBLISH payload accepted; 0: no limit
     /// beyond `max_packet_size`.
     pub message_size_limit: usize,
@@ -220,6 +238,7 @@ impl Default for Config {
             listeners_from_file: false,
             password_file: None,
             acl_file: None,
+            per_listener_settings: false,
             message_size_limit: 0,
             max_queued_bytes: usize::MAX,
             queue_qos0_messages: false,
@@ -283,6 +302,13 @@ impl Config {
         // ferrymq applies to every listener (see `check_uniform`).
         let mut groups = 0usize;
         let mut uniform: Vec<mosquitto::UniformSeen> = Vec::new();
+        // Where the security options go depends on this, wherever in the
+        // file it stands.
+        config.per_listener_settings = lines.iter().any(|(_, _, text)| {
+            let mut words = text.split_whitespace();
+            words.next() == Some("per_listener_settings") && words.next() == Some("true")
+        });
+        let per_listener = config.per_listener_settings;
         for (file, index, raw) in lines.iter().map(|(f, n, t)| (f.as_str(), *n, t.as_str())) {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -626,6 +652,22 @@ impl Config {
                     }
                 }
                 "persistence_location" => config.persistence_location = one()?.into(),
+                // With per_listener_settings true these belong to the
+                // listener above them (and must follow one).
+                "allow_anonymous" if per_listener => {
+                    let allow = flag()?;
+                    listener_option(&mut config, &|l| l.security.allow_anonymous = Some(allow))?;
+                }
+                "password_file" if per_listener => {
+                    let path = PathBuf::from(one()?);
+                    listener_option(&mut config, &|l| {
+                        l.security.password_file = Some(path.clone())
+                    })?;
+                }
+                "acl_file" if per_listener => {
+                    let path = PathBuf::from(one()?);
+                    listener_option(&mut config, &|l| l.security.acl_file = Some(path.clone()))?;
+                }
                 "allow_anonymous" => {
                     config.allow_anonymous = Some(match one()? {
                         "true" => true,
@@ -643,15 +685,9 @@ impl Config {
                 }
                 "password_file" => config.password_file = Some(one()?.into()),
                 "acl_file" => config.acl_file = Some(one()?.into()),
+                // Read before the loop; checked here.
                 "per_listener_settings" => {
-                    if one()? != "false" {
-                        return Err(err(
-                            "per_listener_settings true is not supported yet: allow_anonymous, \
-                             password_file and acl_file would apply to every listener; the \
-                             configuration is refused"
-                                .into(),
-                        ));
-                    }
+                    flag()?;
                 }
                 "pid_file" => config.pid_file = Some(one()?.into()),
                 // Every other option Mosquitto documents: warned about or

@@ -73,6 +73,7 @@ pub async fn accept(
     authenticated: Option<Authenticated>,
     identity: Option<Arc<str>>,
     shutdown: &CancellationToken,
+    security: Arc<crate::security::Security>,
 ) -> Result<Accepted, Refused> {
     let protocol = connect.protocol;
     let v5 = protocol.is_v5();
@@ -159,8 +160,7 @@ pub async fn accept(
         ));
     } else {
         username = connect.username.as_ref().map(|u| u.as_str().into());
-        if !broker
-            .security
+        if !security
             .authenticate(username.as_deref(), connect.password.as_deref())
             .await
         {
@@ -329,6 +329,7 @@ pub async fn accept(
     });
     let mut connection = Box::new(Connection {
         broker: broker.clone(),
+        security,
         protocol,
         session,
         username,

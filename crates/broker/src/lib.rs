@@ -59,6 +59,8 @@ pub struct Server {
     tracker: TaskTracker,
     /// TLS and WebSocket listeners, for `reload_tls`.
     wrappings: Vec<Arc<net::transport::Wrapping>>,
+    /// Every security domain, for `reload_security`.
+    securities: Vec<Arc<security::Security>>,
 }
 
 impl Server {
@@ -88,7 +90,27 @@ impl Server {
         ));
         let mut addrs = Vec::new();
         let mut wrappings = Vec::new();
+        // One security domain for all listeners, or with
+        // per_listener_settings one per listener (the sockets of one
+        // `listener` line share theirs).
+        let mut securities: Vec<(config::ListenerSecurity, Arc<security::Security>)> = Vec::new();
         for listener in &broker.config.listeners {
+            let security = if broker.config.per_listener_settings {
+                match securities.iter().find(|(s, _)| *s == listener.security) {
+                    Some((_, shared)) => shared.clone(),
+                    None => {
+                        let loaded = security::Security::load_listener(&listener.security)
+                            .map_err(|e| {
+                                std::io::Error::other(format!("listener {}: {e}", listener.addr))
+                            })?;
+                        let loaded = Arc::new(loaded);
+                        securities.push((listener.security.clone(), loaded.clone()));
+                        loaded
+                    }
+                }
+            } else {
+                broker.security.clone()
+            };
             // Certificates and keys are read before anything listens, so a
             // bad file stops the start with an error naming it.
             let wrapping = net::tls::wrapping(listener)
@@ -116,6 +138,7 @@ impl Server {
                 broker.clone(),
                 socket,
                 wrapping,
+                security,
                 permits.clone(),
                 tracker.clone(),
                 shutdown.clone(),
@@ -151,6 +174,8 @@ impl Server {
         tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
         tracker.spawn(expire_sessions(broker.clone(), shutdown.clone()));
         tracker.spawn(persist::release_acks(broker.clone(), shutdown.clone()));
+        let mut securities: Vec<_> = securities.into_iter().map(|(_, s)| s).collect();
+        securities.push(broker.security.clone());
         Ok(Server {
             broker,
             addrs,
@@ -158,7 +183,22 @@ impl Server {
             shutdown,
             tracker,
             wrappings,
+            securities,
         })
+    }
+
+    /// Reads every password and ACL file again (at SIGHUP): connected
+    /// clients stay, and the new ACLs apply to them from their next
+    /// message. A file that cannot be read keeps its previous contents;
+    /// the first error is returned after the others were tried.
+    pub fn reload_security(&self) -> Result<(), ferrymq_auth::Error> {
+        let mut first = None;
+        for security in &self.securities {
+            if let Err(e) = security.reload() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Reads the TLS listeners' certificate, key and CA files again (at

@@ -101,6 +101,9 @@ pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Connection {
     pub broker: Arc<Broker>,
+    /// Password file, ACL and anonymous access of the listener the client
+    /// came through (the broker's own unless `per_listener_settings true`).
+    pub security: Arc<crate::security::Security>,
     pub protocol: Protocol,
     pub session: SessionState,
     /// The authenticated user name, for ACL checks.
@@ -198,7 +201,7 @@ impl Connection {
         }
         // Checked at delivery, so retained and `$SYS` messages and a
         // reloaded ACL apply to existing subscriptions too.
-        if self.broker.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
+        if self.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
             self.tally.dropped_acl_read += 1;
             self.forget(&delivery);
             return;
@@ -509,7 +512,7 @@ impl Connection {
 
     /// What the ACL allows this client on `topic`.
     pub fn may(&self, topic: &str, access: Access) -> bool {
-        self.broker.security.allowed(
+        self.security.allowed(
             self.username.as_deref(),
             &self.session.shared.client_id,
             topic,

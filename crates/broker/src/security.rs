@@ -22,10 +22,34 @@ pub struct Security {
 impl Security {
     /// Loads the files the configuration names.
     pub fn load(config: &Config) -> Result<Security, ferrymq_auth::Error> {
+        Security::from_files(
+            config.allow_anonymous(),
+            config.password_file.clone(),
+            config.acl_file.clone(),
+        )
+    }
+
+    /// The settings of one listener under `per_listener_settings true`:
+    /// anonymous clients are refused unless the listener allows them.
+    pub fn load_listener(
+        settings: &crate::config::ListenerSecurity,
+    ) -> Result<Security, ferrymq_auth::Error> {
+        Security::from_files(
+            settings.allow_anonymous.unwrap_or(false),
+            settings.password_file.clone(),
+            settings.acl_file.clone(),
+        )
+    }
+
+    fn from_files(
+        allow_anonymous: bool,
+        password_path: Option<PathBuf>,
+        acl_path: Option<PathBuf>,
+    ) -> Result<Security, ferrymq_auth::Error> {
         let security = Security {
-            allow_anonymous: config.allow_anonymous(),
-            password_path: config.password_file.clone(),
-            acl_path: config.acl_file.clone(),
+            allow_anonymous,
+            password_path,
+            acl_path,
             passwords: RwLock::new(None),
             acl: RwLock::new(None),
         };

@@ -49,7 +49,7 @@ impl Connection {
                     continue;
                 }
             };
-            if !self.broker.security.may_subscribe(
+            if !self.security.may_subscribe(
                 self.username.as_deref(),
                 &self.session.shared.client_id,
                 filter,

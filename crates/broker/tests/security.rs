@@ -325,3 +325,124 @@ async fn scram_sha512_against_the_password_file() {
         "unknown users look the same"
     );
 }
+
+/// `per_listener_settings true`: each listener has its own anonymous
+/// access, password file and ACL, and SIGHUP's reload reaches all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_listener_settings_give_each_listener_its_own_security() {
+    let dir = tempfile::tempdir().unwrap();
+    let (passwords, acl) = files(dir.path());
+    let conf = format!(
+        "per_listener_settings true\n\
+         persistence false\n\
+         # open to anyone, no ACL\n\
+         listener 0 127.0.0.1\n\
+         allow_anonymous true\n\
+         # users only, with the ACL\n\
+         listener 0 127.0.0.1\n\
+         password_file {}\n\
+         acl_file {}\n",
+        passwords.display(),
+        acl.display()
+    );
+    let config = ferrymq_broker::Config::parse(&conf, "m.conf").unwrap();
+    let server = tokio::time::timeout(ferrymq_testkit::WAIT, ferrymq_broker::Server::start(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let (open, closed) = (server.local_addrs()[0], server.local_addrs()[1]);
+    let hello = |user: Option<&str>, pw: &str, id: &str| {
+        let mut c = connect(Protocol::V5, id, true);
+        c.username = user.map(|u| u.try_into().unwrap());
+        c.password = user.map(|_| bytes::Bytes::copy_from_slice(pw.as_bytes()));
+        c
+    };
+
+    // Anonymous: welcome on the first, refused on the second.
+    let mut anon = TestClient::connect(open, Protocol::V5).await;
+    assert_eq!(
+        anon.handshake(hello(None, "", "anon")).await.reason,
+        ReasonCode::Success
+    );
+    let mut refused = TestClient::connect(closed, Protocol::V5).await;
+    assert_eq!(
+        refused.handshake(hello(None, "", "anon2")).await.reason,
+        ReasonCode::NotAuthorized
+    );
+    // A user of the second listener's file gets its ACL there: alice may
+    // not write public/x; on the first listener nothing is checked.
+    let mut alice = TestClient::connect(closed, Protocol::V5).await;
+    assert_eq!(
+        alice
+            .handshake(hello(Some("alice"), "wonderland", "alice"))
+            .await
+            .reason,
+        ReasonCode::Success
+    );
+    alice
+        .send(Packet::Publish(publish(
+            "public/x",
+            b"no",
+            QoS::AtLeastOnce,
+            false,
+            1,
+        )))
+        .await;
+    match alice.recv().await {
+        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    anon.send(Packet::Publish(publish(
+        "public/x",
+        b"yes",
+        QoS::AtLeastOnce,
+        false,
+        1,
+    )))
+    .await;
+    match anon.recv().await {
+        // Accepted; nobody subscribes, which MQTT 5 says so.
+        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::NoMatchingSubscribers),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+
+    // A new password for alice, read at SIGHUP: the old one stops working.
+    let hash = PasswordHash::create(b"looking-glass", Algorithm::default()).unwrap();
+    std::fs::write(&passwords, format!("alice:{hash}\n")).unwrap();
+    server.reload_security().unwrap();
+    let mut old = TestClient::connect(closed, Protocol::V5).await;
+    assert_eq!(
+        old.handshake(hello(Some("alice"), "wonderland", "alice2"))
+            .await
+            .reason,
+        ReasonCode::NotAuthorized
+    );
+    let mut new = TestClient::connect(closed, Protocol::V5).await;
+    assert_eq!(
+        new.handshake(hello(Some("alice"), "looking-glass", "alice3"))
+            .await
+            .reason,
+        ReasonCode::Success
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn per_listener_security_options_must_follow_a_listener() {
+    for option in ["allow_anonymous true", "password_file p", "acl_file a"] {
+        let text = format!("per_listener_settings true\n{option}\nlistener 1883\n");
+        let e = ferrymq_broker::Config::parse(&text, "m.conf")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m.conf:2: "), "{option}: {e}");
+        assert!(e.contains("after a `listener` line"), "{option}: {e}");
+    }
+    // Anywhere in the file, per_listener_settings decides where they go.
+    let c = ferrymq_broker::Config::parse(
+        "listener 1883\nallow_anonymous true\nper_listener_settings true\n",
+        "m.conf",
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].security.allow_anonymous, Some(true));
+    assert_eq!(c.allow_anonymous, None);
+}

@@ -116,10 +116,15 @@ fn serve(args: BrokerArgs, config: Config) -> anyhow::Result<()> {
     }
     if args.test_config {
         ferrymq_broker::security::Security::load(&config)?;
-        // TLS listeners' certificate, key and CA files must load too.
+        // TLS listeners' certificate, key and CA files must load too, and
+        // each listener's own password and ACL files.
         for listener in &config.listeners {
             ferrymq_broker::net::tls::wrapping(listener)
                 .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
+            if config.per_listener_settings {
+                ferrymq_broker::security::Security::load_listener(&listener.security)
+                    .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
+            }
         }
         eprintln!("configuration OK");
         return Ok(());
@@ -136,17 +141,16 @@ fn serve(args: BrokerArgs, config: Config) -> anyhow::Result<()> {
         let _pid_file = config.pid_file.clone().map(PidFile::write).transpose()?;
         let server = Server::start(config).await.context("starting listeners")?;
         info!("ferrymq {} running", env!("CARGO_PKG_VERSION"));
-        let broker = server.broker.clone();
-        let tls = &server;
+        let reloads = &server;
         signals
             .wait(|| {
-                match broker.security.reload() {
+                match reloads.reload_security() {
                     // SIGHUP: new password and ACL files; connected clients stay.
                     Ok(()) => info!("SIGHUP: password and ACL files reloaded"),
                     Err(e) => error!("SIGHUP: reload failed, keeping the previous files: {e}"),
                 }
                 // And new certificates for new TLS connections.
-                match tls.reload_tls() {
+                match reloads.reload_tls() {
                     Ok(0) => {}
                     Ok(n) => info!("SIGHUP: TLS files of {n} listener(s) reloaded"),
                     Err(e) => error!("SIGHUP: TLS reload failed, keeping the previous files: {e}"),

@@ -461,7 +461,6 @@ mod tests {
             ("listener 1\ncrlfile x.crl", "revocation"),
             ("tls_keyform engine", "engines"),
             ("global_max_clients 10", "sessions"),
-            ("per_listener_settings true", "per_listener_settings true"),
             ("listener 1\nprotocol http_api", "http_api"),
         ] {
             let e = Config::parse(option, "m.conf").unwrap_err().to_string();

@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, Instrument};
 
+use crate::security::Security;
+
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
 use crate::metrics::Metrics;
@@ -59,6 +61,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    security: Arc<Security>,
 ) {
     let span = conn_span(peer);
     async move {
@@ -71,7 +74,14 @@ pub async fn serve(
             stream,
             rbuf: BytesMut::new(),
         };
-        let accepted = Box::pin(open(&broker, &mut io, &shutdown, Identity::Connect)).await;
+        let accepted = Box::pin(open(
+            &broker,
+            &mut io,
+            &shutdown,
+            Identity::Connect,
+            security,
+        ))
+        .await;
         if let Some(accepted) = accepted {
             tracing::Span::current().record("client_id", &*accepted.client_id);
             run(broker, io, accepted, shutdown).await;
@@ -87,12 +97,13 @@ pub(crate) async fn connection<T: Transport>(
     stream: T,
     shutdown: CancellationToken,
     identity: Identity,
+    security: Arc<Security>,
 ) {
     let mut io = Io {
         stream,
         rbuf: BytesMut::new(),
     };
-    let accepted = Box::pin(open(&broker, &mut io, &shutdown, identity)).await;
+    let accepted = Box::pin(open(&broker, &mut io, &shutdown, identity, security)).await;
     if let Some(accepted) = accepted {
         tracing::Span::current().record("client_id", &*accepted.client_id);
         run(broker, io, accepted, shutdown).await;
@@ -107,8 +118,9 @@ async fn open<T: Transport>(
     io: &mut Io<T>,
     shutdown: &CancellationToken,
     identity: Identity,
+    security: Arc<Security>,
 ) -> Option<Accepted> {
-    let accepted = handshake(broker, io, shutdown, identity).await;
+    let accepted = handshake(broker, io, shutdown, identity, security).await;
     if accepted.is_none() {
         // TLS close_notify, WebSocket Close; nothing for TCP.
         let _ = tokio::time::timeout(Duration::from_secs(1), io.stream.close()).await;
@@ -123,6 +135,7 @@ async fn handshake<T: Transport>(
     io: &mut Io<T>,
     shutdown: &CancellationToken,
     identity: Identity,
+    security: Arc<Security>,
 ) -> Option<Accepted> {
     let connect = tokio::select! {
         r = tokio::time::timeout(broker.config.connect_timeout, read_connect(io, broker)) => r,
@@ -171,7 +184,7 @@ async fn handshake<T: Transport>(
     } else {
         tokio::time::timeout(
             broker.config.connect_timeout,
-            enhanced_auth::authenticate(broker, io, &connect),
+            enhanced_auth::authenticate(broker, &security, io, &connect),
         )
         .await
         .unwrap_or(Err(ReasonCode::UnspecifiedError))
@@ -194,7 +207,16 @@ async fn handshake<T: Transport>(
             return None;
         }
     };
-    match handshake::accept(broker, *connect, authenticated, identity, shutdown).await {
+    match handshake::accept(
+        broker,
+        *connect,
+        authenticated,
+        identity,
+        shutdown,
+        security,
+    )
+    .await
+    {
         Ok(accepted) => {
             broker.registry.describe(
                 &accepted.client_id,

@@ -22,6 +22,7 @@ pub const SCRAM_SHA_512: &str = "SCRAM-SHA-512";
 /// authentication was asked for. `Err(reason)`: refuse with CONNACK `reason`.
 pub(crate) async fn authenticate<T: Transport>(
     broker: &Broker,
+    security: &crate::security::Security,
     io: &mut Io<T>,
     connect: &Connect,
 ) -> Result<Option<Authenticated>, ReasonCode> {
@@ -42,8 +43,7 @@ pub(crate) async fn authenticate<T: Transport>(
     let username = first.username().to_string();
     // An unknown user gets a decoy exchange that fails at the proof, so the
     // answer does not tell which users exist.
-    let keys = broker
-        .security
+    let keys = security
         .passwords()
         .and_then(|p| p.scram_sha512_keys(&username))
         .unwrap_or_else(|| ScramKeys::decoy(&username, broker.secret()));

@@ -20,6 +20,7 @@ pub async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
     wrapping: Option<Arc<Wrapping>>,
+    security: Arc<crate::security::Security>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -43,17 +44,20 @@ pub async fn accept_loop(
                 crate::metrics::Metrics::add(&broker.metrics.sockets_accepted, 1);
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
+                let security = security.clone();
                 match &wrapping {
                     None => tracker.spawn(async move {
-                        driver::serve(broker, stream, peer, shutdown).await;
+                        driver::serve(broker, stream, peer, shutdown, security).await;
                         drop(permit);
                     }),
                     // TLS and WebSocket handshakes run in the new task.
                     Some(wrapping) => {
                         let wrapping = wrapping.clone();
                         tracker.spawn(async move {
-                            transport::serve_wrapped(broker, stream, peer, shutdown, wrapping)
-                                .await;
+                            transport::serve_wrapped(
+                                broker, stream, peer, shutdown, wrapping, security,
+                            )
+                            .await;
                             drop(permit);
                         })
                     }

@@ -320,6 +320,7 @@ pub(crate) async fn serve_wrapped(
     peer: SocketAddr,
     shutdown: CancellationToken,
     wrapping: Arc<Wrapping>,
+    security: Arc<crate::security::Security>,
 ) {
     let span = driver::conn_span(peer);
     async move {
@@ -367,9 +368,15 @@ pub(crate) async fn serve_wrapped(
             Ok(Ok(w)) => w,
         };
         match wrapped {
-            Wrapped::Tls(io, identity) => driver::connection(broker, io, shutdown, identity).await,
-            Wrapped::Ws(io) => driver::connection(broker, io, shutdown, Identity::Connect).await,
-            Wrapped::Wss(io, identity) => driver::connection(broker, io, shutdown, identity).await,
+            Wrapped::Tls(io, identity) => {
+                driver::connection(broker, io, shutdown, identity, security).await
+            }
+            Wrapped::Ws(io) => {
+                driver::connection(broker, io, shutdown, Identity::Connect, security).await
+            }
+            Wrapped::Wss(io, identity) => {
+                driver::connection(broker, io, shutdown, identity, security).await
+            }
         }
     }
     .instrument(span)
