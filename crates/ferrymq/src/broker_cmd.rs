@@ -20,7 +20,8 @@ pub struct BrokerArgs {
     /// Log every connection event (debug level).
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Mosquitto's "run in the background": refused, with the reason.
+    /// Run in the background, as Mosquitto's -d: the command returns once
+    /// the configuration is read; the broker goes on detached.
     #[arg(short = 'd', long)]
     daemon: bool,
     /// Check the configuration (and the password and ACL files it names),
@@ -93,6 +94,37 @@ fn init_logging(logging: &config::logging::Logging, verbose: bool) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("starting the logger: {e}"))
 }
 
+/// Set in the environment of the detached broker `-d` starts.
+const DAEMON_CHILD: &str = "FERRYMQ_DAEMON_CHILD";
+
+/// `-d`: the configuration was read here, so its errors reach the caller;
+/// the broker itself is this program again, with the same arguments
+/// (argv[0] too, for a link named `mosquitto`), in a process group of its
+/// own, away from the terminal's signals, with standard input and output
+/// on /dev/null, as a forked Mosquitto has. A `log_dest file` or
+/// `pid_file` in the configuration still works; stderr logs go nowhere.
+/// Re-executing rather than forking keeps the process free of `unsafe`
+/// and of a fork after threads exist.
+fn detach() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_else(|| "ferrymq".into());
+    let exe = std::env::current_exe().context("-d: finding this program")?;
+    let child = Command::new(exe)
+        .arg0(argv0)
+        .args(argv)
+        .env(DAEMON_CHILD, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("-d: starting the broker in the background")?;
+    info!(pid = child.id(), "running in the background");
+    Ok(())
+}
+
 fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
@@ -105,11 +137,8 @@ fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
 }
 
 fn serve(args: BrokerArgs, config: Config) -> anyhow::Result<()> {
-    if args.daemon {
-        anyhow::bail!(
-            "-d (daemonize) is not supported: run ferrymq under systemd or another \
-             supervisor, which is what Debian's mosquitto.service does too"
-        );
+    if args.daemon && !args.test_config && std::env::var_os(DAEMON_CHILD).is_none() {
+        return detach();
     }
     for warning in &config.warnings {
         tracing::warn!("{warning}");

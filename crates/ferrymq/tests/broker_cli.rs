@@ -324,15 +324,81 @@ fn started_as_mosquitto_with_a_pid_file() {
     assert!(!pid_file.exists(), "pid file removed at exit");
 }
 
+/// `-d` returns at once and leaves the broker running detached: it
+/// serves clients, writes its pid file and stops at SIGTERM.
 #[test]
-fn daemon_flag_is_refused_with_the_reason() {
-    let out = ferrymq()
-        .args(["broker", "-d"])
-        .current_dir(workdir())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+fn daemon_flag_runs_the_broker_in_the_background() {
+    let dir = workdir();
+    let log = dir.join("daemon.log");
+    let pid_file = dir.join("daemon.pid");
+    let conf = dir.join("daemon.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             log_dest file {}\npid_file {}\n",
+            log.display(),
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = ferrymq();
+    cmd.env_remove("RUST_LOG")
+        .args(["broker", "-d", "-c", conf.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut parent = Proc(cmd.spawn().unwrap());
+    assert!(wait_exit(&mut parent).success(), "-d returns 0");
+    // The detached broker says where it listens in its log file.
+    use std::time::Instant;
+    let deadline = Instant::now() + WAIT;
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(i) = text.find("listening for MQTT addr=") {
+            let rest = &text[i + "listening for MQTT addr=".len()..];
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no listener in {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _client = mqtt_connect(&addr);
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    // Whatever fails below, the detached broker does not outlive the test.
+    struct KillOnDrop(String);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-KILL", &self.0]).status();
+        }
+    }
+    let _guard = KillOnDrop(pid.clone());
+    assert_ne!(
+        pid,
+        parent.0.id().to_string(),
+        "the broker is another process"
+    );
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let deadline = Instant::now() + WAIT;
+    // Gone, or a zombie nobody reaps (its parent, the -d process, is gone).
+    while proc_dir.exists()
+        && !std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| s.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop at SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + WAIT;
+    while pid_file.exists() {
+        assert!(Instant::now() < deadline, "pid file removed at exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `log_dest file PATH` (next to `log_dest stderr`): the file gets the
