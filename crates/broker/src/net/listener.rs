@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
+use futures_util::FutureExt;
+
 use crate::broker::Broker;
 use crate::net::driver;
 use crate::net::transport::{self, Wrapping};
@@ -46,20 +48,24 @@ pub async fn accept_loop(
                 let shutdown = shutdown.clone();
                 let security = security.clone();
                 match &wrapping {
-                    None => tracker.spawn(async move {
-                        driver::serve(broker, stream, peer, shutdown, security).await;
-                        drop(permit);
-                    }),
+                    // The connection's future is made here and the permit
+                    // released by a combinator: an async block would keep
+                    // the arguments, or the awaited future, twice for the
+                    // connection's whole life (and tokio rounds a task up to
+                    // 128 bytes).
+                    None => tracker.spawn(
+                        driver::serve(broker, stream, peer, shutdown, security)
+                            .map(move |()| drop(permit)),
+                    ),
                     // TLS and WebSocket handshakes run in the new task.
                     Some(wrapping) => {
                         let wrapping = wrapping.clone();
-                        tracker.spawn(async move {
+                        tracker.spawn(
                             transport::serve_wrapped(
                                 broker, stream, peer, shutdown, wrapping, security,
                             )
-                            .await;
-                            drop(permit);
-                        })
+                            .map(move |()| drop(permit)),
+                        )
                     }
                 };
             }
