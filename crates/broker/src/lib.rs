@@ -93,9 +93,13 @@ impl Server {
         // One security domain for all listeners, or with
         // per_listener_settings one per listener (the sockets of one
         // `listener` line share theirs).
+        // Without a `listener` line there is no listener section to hold
+        // settings: the default listeners keep Mosquitto 2's local-only
+        // defaults.
         let mut securities: Vec<(config::ListenerSecurity, Arc<security::Security>)> = Vec::new();
+        let per_listener = broker.config.per_listener_settings && broker.config.listeners_from_file;
         for listener in &broker.config.listeners {
-            let security = if broker.config.per_listener_settings {
+            let security = if per_listener {
                 match securities.iter().find(|(s, _)| *s == listener.security) {
                     Some((_, shared)) => shared.clone(),
                     None => {

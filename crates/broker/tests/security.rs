@@ -446,3 +446,28 @@ fn per_listener_security_options_must_follow_a_listener() {
     assert_eq!(c.listeners[0].security.allow_anonymous, Some(true));
     assert_eq!(c.allow_anonymous, None);
 }
+
+/// With no `listener` line there is no listener section: the default
+/// listener keeps Mosquitto 2's local-only default, anonymous allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_listener_settings_without_listeners_keeps_the_local_default() {
+    let mut config =
+        ferrymq_broker::Config::parse("per_listener_settings true\n", "m.conf").unwrap();
+    assert!(config.listeners.is_empty());
+    config.listeners = vec![ferrymq_broker::config::ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+    )];
+    config.persistence = false;
+    let server = tokio::time::timeout(ferrymq_testkit::WAIT, ferrymq_broker::Server::start(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = TestClient::connect(server.local_addrs()[0], Protocol::V5).await;
+    assert_eq!(
+        c.handshake(connect(Protocol::V5, "local", true))
+            .await
+            .reason,
+        ReasonCode::Success
+    );
+    server.shutdown().await;
+}

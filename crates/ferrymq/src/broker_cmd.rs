@@ -150,7 +150,7 @@ fn serve(args: BrokerArgs, config: Config) -> anyhow::Result<()> {
         for listener in &config.listeners {
             ferrymq_broker::net::tls::wrapping(listener)
                 .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
-            if config.per_listener_settings {
+            if config.per_listener_settings && config.listeners_from_file {
                 ferrymq_broker::security::Security::load_listener(&listener.security)
                     .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
             }
