@@ -331,20 +331,7 @@ impl Connection {
             // large, which [MQTT-3.4.2.1] does not allow there). 3.x cannot
             // be told: acknowledged as usual, as Mosquitto does.
             debug!(topic = %publish.topic, size = publish.payload.len(), "PUBLISH above message_size_limit dropped");
-            if let Some(id) = publish.packet_id {
-                let mut ack = PubResponse::new(id);
-                if self.v5() {
-                    ack.reason = ReasonCode::QuotaExceeded;
-                }
-                // A 5.0 PUBREC with an error ends the exchange; a 3.x
-                // PUBREL is answered with PUBCOMP whether its id is known.
-                let packet = if publish.qos == QoS::ExactlyOnce {
-                    Packet::PubRec(ack)
-                } else {
-                    Packet::PubAck(ack)
-                };
-                self.queue_ack(Vec::new(), packet);
-            }
+            self.ack_unrouted(&publish, ReasonCode::QuotaExceeded);
             return Ok(());
         }
         if !self.may(&publish.topic, Access::Write) {
@@ -352,21 +339,7 @@ impl Connection {
             // with 0x87 ([MQTT-3.3.5-2]).
             debug!(topic = %publish.topic, "PUBLISH denied by the ACL");
             self.tally.denied_publish += 1;
-            let reason = if self.v5() {
-                ReasonCode::NotAuthorized
-            } else {
-                ReasonCode::Success
-            };
-            if let Some(id) = publish.packet_id {
-                let mut ack = PubResponse::new(id);
-                ack.reason = reason;
-                let packet = if publish.qos == QoS::ExactlyOnce {
-                    Packet::PubRec(ack)
-                } else {
-                    Packet::PubAck(ack)
-                };
-                self.queue_ack(Vec::new(), packet);
-            }
+            self.ack_unrouted(&publish, ReasonCode::NotAuthorized);
             return Ok(());
         }
         let origin = self.session.shared.id;
@@ -425,6 +398,26 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Completes the QoS exchange of a PUBLISH that is not routed: MQTT 5
+    /// is told `v5_reason`; 3.x, which has no code for it, gets the usual
+    /// acknowledgement. A 5.0 PUBREC with an error ends the exchange; a 3.x
+    /// PUBREL is answered with PUBCOMP whether its id is known.
+    fn ack_unrouted(&mut self, publish: &Publish, v5_reason: ReasonCode) {
+        let Some(id) = publish.packet_id else {
+            return;
+        };
+        let mut ack = PubResponse::new(id);
+        if self.v5() {
+            ack.reason = v5_reason;
+        }
+        let packet = if publish.qos == QoS::ExactlyOnce {
+            Packet::PubRec(ack)
+        } else {
+            Packet::PubAck(ack)
+        };
+        self.queue_ack(Vec::new(), packet);
     }
 
     /// `max_qos` and `retain_available false`: a PUBLISH beyond what the

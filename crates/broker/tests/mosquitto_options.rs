@@ -8,11 +8,11 @@
 //! dropped one must be the next thing the subscriber gets, so no test waits
 //! out a quiet period.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrymq_broker::Config;
 use ferrymq_codec::{Packet, Property, Protocol, QoS, ReasonCode};
-use ferrymq_testkit::{connect, publish, test_config, will, TestBroker, TestClient, WAIT};
+use ferrymq_testkit::{connect, publish, test_config, wait_until, will, TestBroker, TestClient};
 
 async fn broker(adjust: impl FnOnce(&mut Config)) -> TestBroker {
     let mut config = test_config();
@@ -41,14 +41,6 @@ async fn puback_for(c: &mut TestClient, topic: &str, payload: &[u8]) -> ReasonCo
             a.reason
         }
         other => panic!("expected PUBACK, got {other:?}"),
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use ferrymq_codec::{Disconnect, Packet, Properties, Property, Protocol, QoS, ReasonCode};
-use ferrymq_testkit::{publish, will, TestBroker, TestClient, WAIT};
+use ferrymq_testkit::{publish, wait_until, will, TestBroker, TestClient};
 
 const QUIET: Duration = Duration::from_millis(200);
 
@@ -11,14 +11,6 @@ fn expiry(seconds: u32) -> impl FnOnce(&mut ferrymq_codec::Connect) {
     move |c| {
         c.clean_start = false;
         c.properties.push(Property::SessionExpiryInterval(seconds));
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

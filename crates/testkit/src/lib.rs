@@ -23,6 +23,20 @@ use tokio::net::TcpStream;
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Polls `cond` until it holds, failing the test after [`WAIT`]: for state
+/// the broker changes on its own (a session expiring, a counter moving)
+/// that no packet announces.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A broker config listening on 127.0.0.1 port 0, with `$SYS` off so
 /// tests see only their own traffic.
 pub fn test_config() -> Config {

@@ -43,9 +43,9 @@ const PLUGINS: &str = "ferrymq does not load Mosquitto plugins; authentication a
                        from password_file and acl_file";
 const PSK: &str = "TLS-PSK is not supported (rustls has no PSK cipher suites): use \
                    certificates (certfile/keyfile, cafile, require_certificate)";
-const PER_LISTENER_SECURITY: &str = "per-listener security settings are not supported yet; \
-                                     allow_anonymous, password_file and acl_file apply to every \
-                                     listener";
+const PER_LISTENER_SECURITY: &str = "listener_allow_anonymous is not supported: use \
+                                     per_listener_settings true and allow_anonymous after the \
+                                     listener line";
 const LOG_COSMETICS: &str = "log format and routing are set by log_dest and log_type; this one \
                              changes only how lines look";
 
