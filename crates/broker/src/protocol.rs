@@ -288,7 +288,7 @@ impl Connection {
                 }
                 // PUBCOMP goes out in order behind acknowledgements still
                 // waiting for the store.
-                self.queue_ack(Vec::new(), Packet::PubComp(comp));
+                self.queue_ack(false, Packet::PubComp(comp));
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -343,18 +343,27 @@ impl Connection {
             return Ok(());
         }
         let origin = self.session.shared.id;
-        let mut fanout = Fanout::default();
+        // The deliveries' store writes join the connection's batch directly.
+        let mut fanout = Fanout {
+            ops: self.take_store_ops(),
+            ..Fanout::default()
+        };
+        let before = fanout.ops.len();
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
+                // Nothing waits for these writes (an upgraded QoS): they go
+                // with the batch.
                 let message = Arc::new(Message::from_publish(publish, now, origin));
                 self.broker.publish_with(message, &mut fanout);
-                self.broker.store(fanout.ops);
+                self.store_ops = fanout.ops;
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 let message = Arc::new(Message::from_publish(publish, now, origin));
                 let routed = self.broker.publish_with(message, &mut fanout);
                 let ack = Packet::PubAck(self.ack(id, routed, fanout.dropped));
-                self.queue_ack(fanout.ops, ack);
+                let wrote = fanout.ops.len() > before;
+                self.store_ops = fanout.ops;
+                self.queue_ack(wrote, ack);
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 let mut routed = 1;
@@ -365,11 +374,13 @@ impl Connection {
                     if !publish.dup && self.v5() {
                         let mut rec = PubResponse::new(id);
                         rec.reason = ReasonCode::PacketIdentifierInUse;
-                        self.queue_ack(Vec::new(), Packet::PubRec(rec));
+                        self.store_ops = fanout.ops;
+                        self.queue_ack(false, Packet::PubRec(rec));
                         return Ok(());
                     }
                 } else {
                     if self.session.inbound_qos2.len() >= self.receive_maximum {
+                        self.store_ops = fanout.ops;
                         return Err(Close::violation(
                             ReasonCode::ReceiveMaximumExceeded,
                             "more QoS 2 messages awaiting PUBREL than Receive Maximum",
@@ -388,13 +399,16 @@ impl Connection {
                     }
                 }
                 let rec = Packet::PubRec(self.ack(id, routed, fanout.dropped));
-                self.queue_ack(fanout.ops, rec);
+                let wrote = fanout.ops.len() > before;
+                self.store_ops = fanout.ops;
+                self.queue_ack(wrote, rec);
             }
             (_, None) => {
+                self.store_ops = fanout.ops;
                 return Err(Close::violation(
                     ReasonCode::ProtocolError,
                     "QoS > 0 without packet id",
-                ))
+                ));
             }
         }
         Ok(())
@@ -417,7 +431,7 @@ impl Connection {
         } else {
             Packet::PubAck(ack)
         };
-        self.queue_ack(Vec::new(), packet);
+        self.queue_ack(false, packet);
     }
 
     /// `max_qos` and `retain_available false`: a PUBLISH beyond what the
@@ -449,19 +463,30 @@ impl Connection {
     /// (`flush_store_ops`): one hand-over to the store writer for all the
     /// packets one read brought, not one per message. Until then the
     /// acknowledgement waits under [`UNSUBMITTED`].
-    fn queue_ack(&mut self, ops: Vec<Op>, ack: Packet) {
-        if ops.is_empty() && self.pending_acks.is_empty() {
+    fn queue_ack(&mut self, wrote: bool, ack: Packet) {
+        if !wrote && self.pending_acks.is_empty() {
             return self.send(&ack);
         }
-        let seq = if ops.is_empty() {
+        let seq = if wrote {
+            UNSUBMITTED
+        } else {
             self.pending_acks
                 .back()
                 .map_or(UNSUBMITTED, |(last, _)| *last)
-        } else {
-            self.store_ops.extend(ops);
-            UNSUBMITTED
         };
         self.pending_acks.push_back((seq, ack));
+    }
+
+    /// The connection's batch of store writes, taken out to be added to;
+    /// an empty one comes with the capacity of a spent batch, so that
+    /// batches do not grow from nothing on every read.
+    fn take_store_ops(&mut self) -> Vec<Op> {
+        if self.store_ops.capacity() == 0 {
+            if let Some(p) = &self.broker.persist {
+                return p.writer.spare_ops();
+            }
+        }
+        std::mem::take(&mut self.store_ops)
     }
 
     /// Sends the acknowledgements whose writes are durable.
@@ -533,7 +558,7 @@ impl Connection {
     /// Records the delivery's new stage in the store.
     fn remember(&mut self, delivery: &Delivery, stage: Stage) {
         if let Some(seq) = delivery.durable {
-            self.store_ops.push(Op::PutQueued {
+            self.store_ops.push(Op::UpdateQueued {
                 client_id: self.session.shared.client_id.clone(),
                 seq,
                 record: persist::encode_delivery(delivery, stage, Instant::now()),

@@ -2,9 +2,10 @@
 //!
 //! The store knows bytes, not MQTT: the broker encodes its records (see
 //! `ferrymq_broker::persist`) and hands the store batches of [`Op`]s. Each
-//! batch is applied atomically and is durable (fsync) when `apply` returns.
-//! [`Writer`] puts one thread in front of a store and group-commits: every
-//! batch submitted while the previous fsync ran shares the next one.
+//! batch is applied atomically, and durable (fsync) after the next `sync`.
+//! [`Writer`] puts two threads in front of a store and group-commits: every
+//! batch submitted while the previous fsync ran shares the next one, and
+//! is written while that fsync runs.
 //!
 //! Layout:
 //! - [`Store`], [`Op`], [`Loaded`]: the contract.
@@ -40,7 +41,17 @@ pub enum Op {
     DeleteSession {
         client_id: Arc<str>,
     },
+    /// A message enters a session's queue: the first write of `seq`. If
+    /// `seq` was already updated or deleted by an earlier batch (the
+    /// subscriber's connection can get to a delivery before the
+    /// publisher's batch is submitted), this write is stale and ignored.
     PutQueued {
+        client_id: Arc<str>,
+        seq: u64,
+        record: Bytes,
+    },
+    /// A queued message's new record (its delivery moved on a stage).
+    UpdateQueued {
         client_id: Arc<str>,
         seq: u64,
         record: Bytes,
@@ -97,8 +108,18 @@ pub enum StoreError {
 
 /// Durable broker state.
 pub trait Store: Send + Sync + 'static {
+    /// Applies `ops` atomically; they are durable once a later [`sync`]
+    /// returns `Ok` (a process crash does not lose them, a power cut may).
+    ///
+    /// [`sync`]: Store::sync
+    fn write(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Makes every write that returned before it durable (fsync).
+    fn sync(&self) -> Result<(), StoreError>;
     /// Applies `ops` atomically; they are durable when this returns `Ok`.
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.write(ops)?;
+        self.sync()
+    }
     /// Reads everything back.
     fn load(&self) -> Result<Loaded, StoreError>;
     /// Bytes on disk (0 for memory).
@@ -219,9 +240,131 @@ mod tests {
         assert!(loaded.inbound.is_empty() && loaded.retained.is_empty());
     }
 
+    fn put(client: &str, seq: u64, record: &'static [u8]) -> Op {
+        Op::PutQueued {
+            client_id: client.into(),
+            seq,
+            record: Bytes::from_static(record),
+        }
+    }
+
+    fn update(client: &str, seq: u64, record: &'static [u8]) -> Op {
+        Op::UpdateQueued {
+            client_id: client.into(),
+            seq,
+            record: Bytes::from_static(record),
+        }
+    }
+
+    fn delete(client: &str, seq: u64) -> Op {
+        Op::DeleteQueued {
+            client_id: client.into(),
+            seq,
+        }
+    }
+
+    fn queued(store: &dyn Store) -> Vec<(String, u64, Bytes)> {
+        store.load().unwrap().queued
+    }
+
+    /// A subscriber's connection can update or delete a delivery before
+    /// the publisher's batch with its first write reaches the store: that
+    /// write is then stale and must not bring the message back.
+    pub(crate) fn late_puts_are_stale(store: &dyn Store) {
+        store.apply(&[update("a", 1, b"sent")]).unwrap();
+        store.apply(&[delete("a", 2)]).unwrap();
+        store
+            .apply(&[update("a", 3, b"sent"), delete("a", 3)])
+            .unwrap();
+        store
+            .apply(&[
+                put("a", 1, b"queued"),
+                put("a", 2, b"queued"),
+                put("a", 3, b"queued"),
+                put("a", 4, b"queued"),
+            ])
+            .unwrap();
+        let got = queued(store);
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), 1, Bytes::from_static(b"sent")),
+                ("a".to_string(), 4, Bytes::from_static(b"queued")),
+            ]
+        );
+        // Each stale write was consumed: a later cycle of the same numbers
+        // is not affected (numbers are not reused, but nothing lingers).
+        store.apply(&[delete("a", 1), delete("a", 4)]).unwrap();
+        assert!(queued(store).is_empty());
+    }
+
+    /// Updates replace, deletes remove, in seq order per client, with
+    /// writes of one batch and of later ones mixed.
+    pub(crate) fn queues_follow_their_writes(store: &dyn Store) {
+        let mut ops = Vec::new();
+        for seq in 1..=20 {
+            ops.push(put(if seq % 2 == 0 { "even" } else { "odd" }, seq, b"q"));
+        }
+        ops.push(update("odd", 5, b"sent"));
+        ops.push(delete("even", 2));
+        store.apply(&ops).unwrap();
+        store
+            .apply(&[
+                delete("odd", 1),
+                update("odd", 3, b"sent"),
+                update("odd", 3, b"released"),
+                delete("even", 20),
+                put("odd", 21, b"q"),
+            ])
+            .unwrap();
+        let got = queued(store);
+        let odd: Vec<(u64, &[u8])> = got
+            .iter()
+            .filter(|(c, _, _)| c == "odd")
+            .map(|(_, s, r)| (*s, &r[..]))
+            .collect();
+        assert_eq!(
+            odd,
+            vec![
+                (3, &b"released"[..]),
+                (5, b"sent"),
+                (7, b"q"),
+                (9, b"q"),
+                (11, b"q"),
+                (13, b"q"),
+                (15, b"q"),
+                (17, b"q"),
+                (19, b"q"),
+                (21, b"q"),
+            ]
+        );
+        let even: Vec<u64> = got
+            .iter()
+            .filter(|(c, _, _)| c == "even")
+            .map(|(_, s, _)| *s)
+            .collect();
+        assert_eq!(even, vec![4, 6, 8, 10, 12, 14, 16, 18]);
+        // Deleting the session takes its queue; a new session of the same
+        // client in the same batch starts empty and keeps what it gets.
+        store
+            .apply(&[
+                Op::DeleteSession {
+                    client_id: "odd".into(),
+                },
+                put("odd", 30, b"new"),
+            ])
+            .unwrap();
+        let got = queued(store);
+        assert!(got.contains(&("odd".to_string(), 30, Bytes::from_static(b"new"))));
+        assert_eq!(got.iter().filter(|(c, _, _)| c == "odd").count(), 1);
+        assert_eq!(got.iter().filter(|(c, _, _)| c == "even").count(), 8);
+    }
+
     #[test]
     fn memory_store_keeps_the_contract() {
         contract(&MemoryStore::default());
+        late_puts_are_stale(&MemoryStore::default());
+        queues_follow_their_writes(&MemoryStore::default());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The in-memory store: for tests and `persistence false`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -13,6 +13,9 @@ struct Tables {
     queued: BTreeMap<Vec<u8>, (String, u64, Bytes)>,
     inbound: BTreeMap<Vec<u8>, (String, u16)>,
     retained: BTreeMap<Bytes, Bytes>,
+    /// Queued messages updated or deleted before their `PutQueued`.
+    updated: HashSet<u64>,
+    early: HashSet<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -21,7 +24,11 @@ pub struct MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
         let mut t = self.tables.lock();
         for op in ops {
             match op {
@@ -39,13 +46,31 @@ impl Store for MemoryStore {
                     seq,
                     record,
                 } => {
-                    t.queued.insert(
+                    if !t.early.remove(seq) && !t.updated.remove(seq) {
+                        t.queued.insert(
+                            client_key(client_id, &seq.to_be_bytes()),
+                            (client_id.to_string(), *seq, record.clone()),
+                        );
+                    }
+                }
+                Op::UpdateQueued {
+                    client_id,
+                    seq,
+                    record,
+                } => {
+                    let old = t.queued.insert(
                         client_key(client_id, &seq.to_be_bytes()),
                         (client_id.to_string(), *seq, record.clone()),
                     );
+                    if old.is_none() {
+                        t.updated.insert(*seq);
+                    }
                 }
                 Op::DeleteQueued { client_id, seq } => {
-                    t.queued.remove(&client_key(client_id, &seq.to_be_bytes()));
+                    let gone = t.queued.remove(&client_key(client_id, &seq.to_be_bytes()));
+                    if gone.is_none() || t.updated.remove(seq) {
+                        t.early.insert(*seq);
+                    }
                 }
                 Op::PutInbound {
                     client_id,

@@ -1,6 +1,9 @@
-//! Group commit: one thread applies batches to the store. Batches that
-//! arrive while an fsync is running are applied together by the next one,
-//! so many messages from many connections share one fsync.
+//! Group commit, in two threads. The writer thread writes batches to the
+//! store (to the OS, not yet the disk); the sync thread makes them durable
+//! (fsync) and says so. Batches that arrive while an fsync runs are written
+//! meanwhile and made durable together by the next one: many messages from
+//! many connections share one fsync, and preparing a batch does not wait
+//! for the disk.
 //!
 //! Submitting returns a sequence number; the `durable` watch says up to
 //! which number everything is on disk. Numbers are handed out under the
@@ -10,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 use tracing::error;
 
@@ -18,6 +21,14 @@ use crate::{Op, Store};
 
 /// Ops applied per fsync at most; more wait for the next one.
 const MAX_OPS_PER_COMMIT: usize = 64 * 1024;
+/// Spent batches kept for reuse, and the largest capacity kept.
+const SPARE_BATCHES: usize = 64;
+const SPARE_CAPACITY: usize = 4096;
+
+/// Emptied batches, handed back to submitters: a batch allocated on a
+/// connection's thread and freed on the writer's costs glibc more than
+/// the writes themselves (large allocations consolidate the free lists).
+type Spare = Arc<Mutex<Vec<Vec<Op>>>>;
 
 struct Sender {
     next: u64,
@@ -30,6 +41,7 @@ pub struct WriterHandle {
     sender: Arc<Mutex<Sender>>,
     durable: watch::Receiver<u64>,
     stats: Arc<Stats>,
+    spare: Spare,
 }
 
 impl std::fmt::Debug for WriterHandle {
@@ -46,13 +58,13 @@ pub const COMMIT_BUCKETS_MICROS: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 
-/// Commit counters for metrics. Written by the writer thread once per
+/// Commit counters for metrics. Written by the sync thread once per
 /// commit (not per op), read by the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub commits: std::sync::atomic::AtomicU64,
     pub ops: std::sync::atomic::AtomicU64,
-    /// Sum of commit times (apply and fsync).
+    /// Sum of commit times (the fsync that makes a group durable).
     pub commit_micros: std::sync::atomic::AtomicU64,
     /// Commits per latency bucket (not cumulative): index `i` counts
     /// commits up to `COMMIT_BUCKETS_MICROS[i]`, the last one the rest.
@@ -90,6 +102,11 @@ impl WriterHandle {
         seq
     }
 
+    /// An empty batch to fill, with the capacity of a spent one if any.
+    pub fn spare_ops(&self) -> Vec<Op> {
+        self.spare.lock().pop().unwrap_or_default()
+    }
+
     /// A receiver of the highest durable sequence number.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.clone()
@@ -110,60 +127,128 @@ impl WriterHandle {
     }
 }
 
-/// The writer thread's owner.
+/// The threads' owner.
 #[derive(Debug)]
 pub struct Writer;
 
 impl Writer {
-    /// Starts the writer thread for `store`.
+    /// Starts the writer and sync threads for `store`.
     pub fn spawn(store: Arc<dyn Store>) -> WriterHandle {
         let (tx, rx) = mpsc::channel::<(u64, Vec<Op>)>();
         let (durable_tx, durable) = watch::channel(0u64);
         let stats = Arc::new(Stats::default());
-        let thread_stats = stats.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ferrymq-store".into())
-            .spawn(move || run(store, rx, durable_tx, thread_stats));
+        let spare = Spare::default();
+        let handoff = Arc::new(Handoff::default());
+        let spawned = {
+            let (store, spare, handoff) = (store.clone(), spare.clone(), handoff.clone());
+            std::thread::Builder::new()
+                .name("ferrymq-store".into())
+                .spawn(move || write(&*store, &rx, &spare, &handoff))
+        }
+        .and_then(|_| {
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("ferrymq-sync".into())
+                .spawn(move || sync(&*store, &handoff, &durable_tx, &stats))
+        });
         if let Err(e) = spawned {
-            error!("cannot start the store writer thread: {e}");
+            error!("cannot start the store threads: {e}");
         }
         WriterHandle {
             sender: Arc::new(Mutex::new(Sender { next: 0, tx })),
             durable,
             stats,
+            spare,
         }
     }
 }
 
-fn run(
-    store: Arc<dyn Store>,
-    rx: mpsc::Receiver<(u64, Vec<Op>)>,
-    durable: watch::Sender<u64>,
-    stats: Arc<Stats>,
-) {
+/// What the writer thread has written, for the sync thread.
+#[derive(Default)]
+struct Handoff {
+    state: Mutex<Written>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Written {
+    /// Every submission up to this number is written.
+    seq: u64,
+    /// Ops written since the last sync took the count.
+    ops: u64,
+    /// The writer thread has stopped.
+    done: bool,
+}
+
+impl Handoff {
+    fn publish(&self, update: impl FnOnce(&mut Written)) {
+        update(&mut self.state.lock());
+        self.ready.notify_one();
+    }
+}
+
+fn write(store: &dyn Store, rx: &mpsc::Receiver<(u64, Vec<Op>)>, spare: &Spare, handoff: &Handoff) {
     let mut ops = Vec::new();
-    while let Ok((mut last, first)) = rx.recv() {
+    let recycle = |mut batch: Vec<Op>| {
+        let mut spare = spare.lock();
+        if spare.len() < SPARE_BATCHES && batch.capacity() <= SPARE_CAPACITY {
+            batch.clear();
+            spare.push(batch);
+        }
+    };
+    while let Ok((mut last, mut first)) = rx.recv() {
         ops.clear();
-        ops.extend(first);
+        ops.append(&mut first);
+        recycle(first);
         while ops.len() < MAX_OPS_PER_COMMIT {
             match rx.try_recv() {
-                Ok((seq, more)) => {
+                Ok((seq, mut more)) => {
                     last = seq;
-                    ops.extend(more);
+                    ops.append(&mut more);
+                    recycle(more);
                 }
                 Err(_) => break,
             }
         }
-        let started = Instant::now();
-        if let Err(e) = store.apply(&ops) {
+        if let Err(e) = store.write(&ops) {
             // Poisoned, loudly: nothing after this point is acknowledged.
-            error!("store commit failed, no further acknowledgements will be sent: {e}");
+            error!("store write failed, no further acknowledgements will be sent: {e}");
+            handoff.publish(|w| w.done = true);
             for (_, _) in rx.iter() {}
             return;
         }
+        let count = ops.len() as u64;
+        handoff.publish(|w| {
+            w.seq = last;
+            w.ops += count;
+        });
+    }
+    handoff.publish(|w| w.done = true);
+}
+
+fn sync(store: &dyn Store, handoff: &Handoff, durable: &watch::Sender<u64>, stats: &Stats) {
+    let mut synced = 0;
+    loop {
+        let (target, ops) = {
+            let mut w = handoff.state.lock();
+            while w.seq == synced && !w.done {
+                handoff.ready.wait(&mut w);
+            }
+            if w.seq == synced {
+                return;
+            }
+            (w.seq, std::mem::take(&mut w.ops))
+        };
+        // Everything up to `target` was written before this sync began.
+        let started = Instant::now();
+        if let Err(e) = store.sync() {
+            error!("store sync failed, no further acknowledgements will be sent: {e}");
+            return;
+        }
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        stats.record_commit(micros, ops.len() as u64);
-        durable.send_replace(last);
+        stats.record_commit(micros, ops);
+        synced = target;
+        durable.send_replace(target);
     }
 }
 

@@ -251,7 +251,7 @@ pub fn render(broker: &Broker) -> String {
         e.family(
             "store_commit_seconds",
             "histogram",
-            "Time of each group commit of the store (apply and fsync).",
+            "Time of each group commit of the store (the fsync that makes a group of writes durable).",
         );
         let mut cumulative = 0;
         for (bound, counter) in ferrymq_store::COMMIT_BUCKETS_MICROS
