@@ -79,13 +79,42 @@ impl Chunk {
     }
 
     fn add(&mut self, seq: u64) {
-        // Ascending but for a batch submitted late, which is rare.
+        // Ascending but for a batch submitted late, which is rare: then the
+        // gone bits above the new entry move up with their messages.
         let at = match self.seqs.last() {
             Some(&last) if last > seq => self.seqs.partition_point(|&s| s < seq),
             _ => self.seqs.len(),
         };
+        for i in (at..self.seqs.len()).rev() {
+            let gone = self.is_gone(i);
+            self.set_gone(i + 1, gone);
+        }
+        self.set_gone(at, false);
         self.seqs.insert(at, seq);
         self.live += 1;
+    }
+
+    fn is_gone(&self, i: usize) -> bool {
+        self.gone
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn set_gone(&mut self, i: usize, gone: bool) {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.gone.len() <= word {
+            if !gone {
+                return;
+            }
+            self.gone.resize(word + 1, 0);
+        }
+        if let Some(w) = self.gone.get_mut(word) {
+            if gone {
+                *w |= bit;
+            } else {
+                *w &= !bit;
+            }
+        }
     }
 
     fn position(&self, seq: u64) -> Option<usize> {
@@ -97,18 +126,12 @@ impl Chunk {
 
     /// Marks `seqs[i]` gone; false if it already was.
     fn take(&mut self, i: usize) -> bool {
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        if self.gone.len() <= word {
-            self.gone.resize(word + 1, 0);
+        if self.is_gone(i) {
+            return false;
         }
-        match self.gone.get_mut(word) {
-            Some(w) if *w & bit == 0 => {
-                *w |= bit;
-                self.live = self.live.saturating_sub(1);
-                true
-            }
-            _ => false,
-        }
+        self.set_gone(i, true);
+        self.live = self.live.saturating_sub(1);
+        true
     }
 }
 
@@ -335,11 +358,7 @@ impl FjallStore {
         };
         batch.remove(&self.chunks, id.to_be_bytes());
         for (i, seq) in chunk.seqs.iter().enumerate() {
-            let gone = chunk
-                .gone
-                .get(i / 64)
-                .is_some_and(|w| w & (1 << (i % 64)) != 0);
-            if gone {
+            if chunk.is_gone(i) {
                 batch.remove(&self.delivered, seq.to_be_bytes());
             }
         }
@@ -657,6 +676,33 @@ mod tests {
         assert_eq!(count(&store.chunks), 2);
         let seqs: Vec<u64> = store.load().unwrap().queued.iter().map(|q| q.1).collect();
         assert_eq!(seqs, (101..=200).chain([211]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_late_message_keeps_the_delivered_marks_in_place() {
+        let mut chunk = Chunk::new("c".into());
+        for seq in [10, 20, 30] {
+            chunk.add(seq);
+        }
+        assert!(chunk.take(1));
+        // 15 arrives late: 20 moves up and stays delivered.
+        chunk.add(15);
+        assert_eq!(chunk.seqs, [10, 15, 20, 30]);
+        let gone: Vec<bool> = (0..4).map(|i| chunk.is_gone(i)).collect();
+        assert_eq!(gone, [false, false, true, false]);
+        assert_eq!(chunk.live, 3);
+        assert!(!chunk.take(2));
+        // Through the store: queued, delivered and a late one in one write.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path()).unwrap();
+        store
+            .apply(&[put(5), put(7), delete(7), put(6), delete(5)])
+            .unwrap();
+        let seqs: Vec<u64> = store.load().unwrap().queued.iter().map(|q| q.1).collect();
+        assert_eq!(seqs, [6]);
+        store.apply(&[delete(6)]).unwrap();
+        assert_eq!(count(&store.chunks), 0);
+        assert_eq!(count(&store.delivered), 0);
     }
 
     #[test]
