@@ -6,6 +6,12 @@
 #
 #   bash bench/durable.sh                   # 3 rounds, 1,000,000 messages each
 #   ROUNDS=5 MESSAGES=400000 bash bench/durable.sh
+#   SCENARIOS="4x256" bash bench/durable.sh  # publishers x in-flight window
+#
+# Two load shapes by default: 4 fast publishers with a window of 256 each
+# (1,024 messages in flight), and 100 device-like publishers with a window
+# of 20 (2,000 in flight). A durable broker's rate follows how many
+# messages are in flight while an fsync runs; an in-memory one's does not.
 #
 # Each broker is pinned to one core (BROKER_CORE), the load generator to
 # another (LOAD_CORE), interleaved per round. The offline session is made
@@ -16,7 +22,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 MESSAGES=${MESSAGES:-1000000}
 DELIVERED=${DELIVERED:-1000000}
-PUBLISHERS=4
+SCENARIOS=${SCENARIOS:-"4x256 100x20"}
 BROKER_CORE=${BROKER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,68 +93,81 @@ main() {
     log "building ferrymq (release)"
     (cd "$ROOT" && cargo build --release -q -p ferrymq)
     FERRYMQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferrymq"
-    local per=$((MESSAGES / PUBLISHERS))
     log "results in $OUT"
+    local measured_restart=""
     for round in $(seq 1 "$ROUNDS"); do
-        for name in ferrymq-on ferrymq-off mosquitto; do
-            local dir="$OUT/$name-$round" port pid rate
-            rm -rf "$dir" && mkdir -p "$dir"
-            port=$(free_port)
-            pid=$(start "$name" "$dir" "$port")
-            wait_port "$port" "$pid" >/dev/null
-            mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' -E
-            # Every message is acknowledged only once stored (ferrymq-on):
-            # -L with no --duration times the whole stream.
-            rate=$(taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
-                -c "$PUBLISHERS" -t 'durable/%i' -q 1 -s 16 -L "$per" --warmup 0 --json --quiet |
-                acked_rate)
-            echo "{\"round\":$round,\"broker\":\"$name\",\"acked_per_second\":\"$rate\"}" >>"$OUT/results.jsonl"
-            log "round $round: $name: $rate acknowledged msg/s into an offline session"
-            if [[ $name == ferrymq-on && $round == 1 ]]; then
-                # Restart with the queue full, then drain it and keep going.
-                stop "$pid"
+        for scenario in $SCENARIOS; do
+            local publishers=${scenario%x*} window=${scenario#*x}
+            local per=$((MESSAGES / publishers))
+            for name in ferrymq-on ferrymq-off mosquitto; do
+                local dir="$OUT/$name-$scenario-$round" port pid rate
+                rm -rf "$dir" && mkdir -p "$dir"
+                port=$(free_port)
                 pid=$(start "$name" "$dir" "$port")
-                local restart
-                restart=$(wait_port "$port" "$pid")
-                log "restart with $MESSAGES queued messages: ${restart} s to accept connections"
-                echo "{\"restart_seconds\":$restart,\"queued\":$MESSAGES}" >>"$OUT/results.jsonl"
-                mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' \
-                    -C $((MESSAGES + DELIVERED)) -W 600 >/dev/null &
-                local sub=$!
-                taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
-                    -c "$PUBLISHERS" -t 'durable/%i' -q 1 -s 16 -L $((DELIVERED / PUBLISHERS)) \
-                    --warmup 0 --json --quiet >/dev/null
-                wait "$sub" || log "the subscriber did not get every message"
-                # Let the engine settle what it deletes before measuring.
+                wait_port "$port" "$pid" >/dev/null
+                mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' -E
+                # Every message is acknowledged only once stored (ferrymq-on):
+                # -L with no --duration times the whole stream.
+                rate=$(taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
+                    -c "$publishers" -F "$window" -t 'durable/%i' -q 1 -s 16 -L "$per" --warmup 0 --json --quiet |
+                    acked_rate)
+                echo "{\"round\":$round,\"scenario\":\"$scenario\",\"broker\":\"$name\",\"acked_per_second\":\"$rate\"}" >>"$OUT/results.jsonl"
+                log "round $round, $publishers publishers x $window in flight: $name: $rate acknowledged msg/s into an offline session"
+                if [[ $name == ferrymq-on && -z $measured_restart ]]; then
+                    measured_restart=1
+                    # Restart with the queue full, then drain it and keep going.
+                    stop "$pid"
+                    pid=$(start "$name" "$dir" "$port")
+                    local restart
+                    restart=$(wait_port "$port" "$pid")
+                    log "restart with $MESSAGES queued messages: ${restart} s to accept connections"
+                    echo "{\"restart_seconds\":$restart,\"queued\":$MESSAGES}" >>"$OUT/results.jsonl"
+                    mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' \
+                        -C $((MESSAGES + DELIVERED)) -W 600 >/dev/null &
+                    local sub=$!
+                    taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
+                        -c 4 -t 'durable/%i' -q 1 -s 16 -L $((DELIVERED / 4)) \
+                        --warmup 0 --json --quiet >/dev/null
+                    wait "$sub" || log "the subscriber did not get every message"
+                    # Let the engine settle what it deletes before measuring.
+                    stop "$pid"
+                    local kib
+                    kib=$(du -sk "$dir/data" | cut -f1)
+                    log "disk after $((MESSAGES + DELIVERED)) delivered messages: ${kib} KiB"
+                    echo "{\"disk_kib_after_delivery\":$kib,\"delivered\":$((MESSAGES + DELIVERED))}" >>"$OUT/results.jsonl"
+                    continue
+                fi
                 stop "$pid"
-                local kib
-                kib=$(du -sk "$dir/data" | cut -f1)
-                log "disk after $((MESSAGES + DELIVERED)) delivered messages: ${kib} KiB"
-                echo "{\"disk_kib_after_delivery\":$kib,\"delivered\":$((MESSAGES + DELIVERED))}" >>"$OUT/results.jsonl"
-                continue
-            fi
-            stop "$pid"
+            done
         done
     done
     python3 - "$OUT/results.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-rates = {}
-for r in rows:
-    if "broker" in r and r["acked_per_second"] != "failed":
-        rates.setdefault(r["broker"], []).append(int(r["acked_per_second"]))
-med = {k: statistics.median(v) for k, v in rates.items()}
-print("| QoS 1 into an offline persistent session | acknowledged msg/s, median (range) |")
-print("|---|---|")
 names = {"ferrymq-on": "ferrymq, persistence true", "ferrymq-off": "ferrymq, persistence false",
          "mosquitto": "Mosquitto, persistence true"}
-for k in ("ferrymq-on", "ferrymq-off", "mosquitto"):
-    if k in rates:
-        print(f"| {names[k]} | {med[k]:,.0f} ({min(rates[k]):,}–{max(rates[k]):,}) |")
-if "ferrymq-on" in med and "ferrymq-off" in med:
-    print(f"\ndurable ÷ in-memory: {med['ferrymq-on'] / med['ferrymq-off']:.2f}×")
-if "ferrymq-on" in med and "mosquitto" in med:
-    print(f"ferrymq durable ÷ Mosquitto: {med['ferrymq-on'] / med['mosquitto']:.2f}×")
+scenarios = []
+for r in rows:
+    if "scenario" in r and r["scenario"] not in scenarios:
+        scenarios.append(r["scenario"])
+for sc in scenarios:
+    rates = {}
+    for r in rows:
+        if r.get("scenario") == sc and r["acked_per_second"] != "failed":
+            rates.setdefault(r["broker"], []).append(int(r["acked_per_second"]))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    pubs, window = sc.split("x")
+    print(f"\n{pubs} publishers x {window} in flight")
+    print("| QoS 1 into an offline persistent session | acknowledged msg/s, median (range) |")
+    print("|---|---|")
+    for k in ("ferrymq-on", "ferrymq-off", "mosquitto"):
+        if k in rates:
+            print(f"| {names[k]} | {med[k]:,.0f} ({min(rates[k]):,}–{max(rates[k]):,}) |")
+    if "ferrymq-on" in med and "ferrymq-off" in med:
+        print(f"\ndurable ÷ in-memory: {med['ferrymq-on'] / med['ferrymq-off']:.2f}×")
+    if "ferrymq-on" in med and "mosquitto" in med:
+        print(f"ferrymq durable ÷ Mosquitto: {med['ferrymq-on'] / med['mosquitto']:.2f}×")
+print()
 for r in rows:
     if "restart_seconds" in r:
         print(f"restart with {r['queued']:,} queued messages: {r['restart_seconds']} s")

@@ -160,6 +160,10 @@ pub struct Config {
     pub persistence: bool,
     /// Directory of the store.
     pub persistence_location: std::path::PathBuf,
+    /// `persistence_commit_window` (microseconds): how long the store
+    /// waits after a write before its fsync, to let more writes share it.
+    /// Zero (the default): the running fsync is the window.
+    pub persistence_commit_window: std::time::Duration,
     /// `allow_anonymous`; when unset, Mosquitto 2's default: allowed only
     /// when the configuration file names no listener (so the broker serves
     /// loopback alone).
@@ -234,6 +238,7 @@ impl Default for Config {
             warnings: Vec::new(),
             persistence: true,
             persistence_location: "ferrymq-data".into(),
+            persistence_commit_window: std::time::Duration::ZERO,
             allow_anonymous: None,
             listeners_from_file: false,
             password_file: None,
@@ -652,6 +657,18 @@ impl Config {
                     }
                 }
                 "persistence_location" => config.persistence_location = one()?.into(),
+                "persistence_commit_window" => {
+                    let micros: u64 =
+                        one()?
+                            .parse()
+                            .ok()
+                            .filter(|&n| n <= 1_000_000)
+                            .ok_or_else(|| {
+                                err("persistence_commit_window: microseconds from 0 to 1000000"
+                                    .to_string())
+                            })?;
+                    config.persistence_commit_window = std::time::Duration::from_micros(micros);
+                }
                 // With per_listener_settings true these belong to the
                 // listener above them (and must follow one).
                 "allow_anonymous" if per_listener => {
@@ -838,6 +855,23 @@ mod tests {
         );
         assert_eq!(c.max_inflight_messages, 5);
         assert_eq!(c.max_queued_messages, usize::MAX);
+    }
+
+    #[test]
+    fn persistence_commit_window_is_microseconds_up_to_a_second() {
+        let c = Config::parse("persistence_commit_window 500\n", "t.conf").unwrap();
+        assert_eq!(
+            c.persistence_commit_window,
+            std::time::Duration::from_micros(500)
+        );
+        assert!(Config::parse("", "t.conf")
+            .unwrap()
+            .persistence_commit_window
+            .is_zero());
+        for bad in ["1000001", "-1", "1ms"] {
+            let e = Config::parse(&format!("persistence_commit_window {bad}\n"), "t.conf");
+            assert!(e.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@ use crate::registry::Claim;
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest client id accepted. MQTT allows 65,535 bytes, but the store
+/// keys a session's records by its client id plus a few bytes, and its
+/// engine takes keys of at most 65,535 bytes.
+const MAX_CLIENT_ID_BYTES: usize = 65_000;
+
 /// A connection that passed CONNECT.
 #[derive(Debug)]
 pub struct Accepted {
@@ -189,6 +194,12 @@ pub async fn accept(
             assigned = Some(name.to_string());
         }
         client_id = name.clone();
+    }
+    if client_id.len() > MAX_CLIENT_ID_BYTES {
+        return Err(refuse(
+            ReasonCode::ClientIdentifierNotValid,
+            "client identifier longer than 65,000 bytes",
+        ));
     }
     if let Some(prefix) = &config.clientid_prefixes {
         if !client_id.starts_with(prefix.as_str()) {

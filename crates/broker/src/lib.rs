@@ -69,7 +69,7 @@ impl Server {
         let writer = if config.persistence {
             let store = open_store(&config.persistence_location)?;
             let loaded = store.load().map_err(std::io::Error::other)?;
-            let writer = ferrymq_store::Writer::spawn(store);
+            let writer = ferrymq_store::Writer::spawn(store, config.persistence_commit_window);
             Some((writer, loaded))
         } else {
             None

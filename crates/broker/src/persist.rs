@@ -440,7 +440,8 @@ pub fn recover(
         }
         sessions.insert(client_id.clone(), (state, rec.expires_at));
     }
-    let mut max_seq = 0;
+    // Above anything the store holds, delivered leftovers included.
+    let mut max_seq = loaded.max_seq;
     for (client_id, seq, record) in &loaded.queued {
         max_seq = max_seq.max(*seq);
         let Some((state, _)) = sessions.get_mut(client_id) else {

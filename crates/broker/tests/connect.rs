@@ -69,6 +69,23 @@ async fn empty_client_id_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_the_store_cannot_key_are_refused() {
+    let b = TestBroker::start().await;
+    let long = "x".repeat(65_001);
+    let mut c = TestClient::connect(b.addr, Protocol::V5).await;
+    let ack = c.handshake(connect(Protocol::V5, &long, true)).await;
+    assert_eq!(ack.reason, ReasonCode::ClientIdentifierNotValid);
+    let mut c = TestClient::connect(b.addr, Protocol::V3_1_1).await;
+    let ack = c.handshake(connect(Protocol::V3_1_1, &long, false)).await;
+    assert_eq!(ack.reason, ReasonCode::ClientIdentifierNotValid);
+    let mut c = TestClient::connect(b.addr, Protocol::V3_1_1).await;
+    let ack = c
+        .handshake(connect(Protocol::V3_1_1, &long[1..], false))
+        .await;
+    assert_eq!(ack.reason, ReasonCode::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_packet_must_be_connect() {
     let b = TestBroker::start().await;
     let mut c = TestClient::connect(b.addr, Protocol::V3_1_1).await;

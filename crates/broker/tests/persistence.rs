@@ -182,3 +182,93 @@ async fn a_delayed_will_survives_a_restart() {
         ("wills/mortal", &b"gone"[..])
     );
 }
+
+/// A message acknowledged out of order leaves its mark in the store while
+/// an earlier one of the same write waits: numbers handed out after a
+/// restart must not collide with it, or another session's delivery of the
+/// reused number would erase the mark and bring the acknowledged message
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_acknowledged_before_a_restart_stays_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    for (id, filter) in [("a", "d/a"), ("b", "d/b")] {
+        let mut s = b.client(id, false).await;
+        s.subscribe(&[(filter, QoS::AtLeastOnce)]).await;
+        s.disconnect().await;
+    }
+    // Two messages for `a` in one read, so one store write holds both.
+    let mut p = b.client("p", true).await;
+    let mut wire = bytes::BytesMut::new();
+    for (n, payload) in [(1, &b"first"[..]), (2, b"second")] {
+        let m = publish("d/a", payload, QoS::AtLeastOnce, false, n);
+        ferrymq_codec::encode(&Packet::Publish(m), Protocol::V3_1_1, &mut wire).unwrap();
+    }
+    p.send_raw(&wire).await;
+    for _ in 0..2 {
+        assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    }
+    // `a` acknowledges the second only, then the broker stops.
+    let mut a = resume(&b, "a").await;
+    let first = match a.recv().await {
+        Packet::Publish(m) => m,
+        other => panic!("{other:?}"),
+    };
+    let second = a.recv_publish().await;
+    assert_eq!(
+        (&first.payload[..], &second.payload[..]),
+        (&b"first"[..], &b"second"[..])
+    );
+    a.sync().await;
+    drop(a);
+    drop(p);
+    b.server.shutdown().await;
+
+    // After a restart `b` gets and acknowledges a new message.
+    let b = start(dir.path()).await;
+    let mut p = b.client("p", true).await;
+    p.publish("d/b", b"new", QoS::AtLeastOnce, false).await;
+    let mut s = resume(&b, "b").await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"new");
+    s.sync().await;
+    drop(s);
+    drop(p);
+    b.server.shutdown().await;
+
+    // `a` gets only what it never acknowledged.
+    let b = start(dir.path()).await;
+    let mut a = resume(&b, "a").await;
+    let again = a.recv_publish().await;
+    assert_eq!(&again.payload[..], b"first");
+    a.expect_nothing(std::time::Duration::from_millis(300))
+        .await;
+}
+
+/// With a commit window (its timing is tested on the writer itself),
+/// acknowledgements still come, and only for what is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_window_keeps_acknowledged_messages_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.persistence = true;
+    config.persistence_location = dir.path().to_path_buf();
+    config.persistence_commit_window = std::time::Duration::from_millis(20);
+    let b = TestBroker::with_config(config).await;
+    let mut s = b.client("w", false).await;
+    s.subscribe(&[("w", QoS::AtLeastOnce)]).await;
+    s.disconnect().await;
+    let mut p = b.client("p", true).await;
+    p.publish("w", b"one", QoS::AtLeastOnce, false).await;
+    let commits = b.broker().persist.as_ref().map(|p| {
+        p.writer
+            .stats()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    assert!(commits.is_some_and(|n| n >= 1), "{commits:?}");
+    drop(p);
+    b.server.shutdown().await;
+    let b = start(dir.path()).await;
+    let mut s = resume(&b, "w").await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"one");
+}

@@ -171,8 +171,9 @@ impl Index {
     fn find(&self, client: &str, seq: u64) -> Option<(u64, usize)> {
         let entries = self.clients.get(client)?;
         entries.chunks.iter().find_map(|&id| {
-            let i = self.chunks.get(&id)?.position(seq)?;
-            Some((id, i))
+            let chunk = self.chunks.get(&id)?;
+            let i = chunk.position(seq)?;
+            (!chunk.is_gone(i)).then_some((id, i))
         })
     }
 }
@@ -254,6 +255,7 @@ impl FjallStore {
             let (id, seq) = split_client_key(&k)
                 .and_then(|(id, n)| Some((id, u64::from_be_bytes(n.try_into().ok()?))))
                 .ok_or_else(|| self.corrupt("queued", &k))?;
+            loaded.max_seq = loaded.max_seq.max(seq);
             // Legacy records (written before chunks) have no chunk: their
             // `PutQueued` is as good as applied.
             let client: Arc<str> = id.as_str().into();
@@ -271,6 +273,7 @@ impl FjallStore {
             let seq = <[u8; 8]>::try_from(&k[..])
                 .map(u64::from_be_bytes)
                 .map_err(|_| self.corrupt("delivered", &k))?;
+            loaded.max_seq = loaded.max_seq.max(seq);
             delivered.insert(seq);
         }
         let mut dead = Vec::new();
@@ -287,6 +290,9 @@ impl FjallStore {
             let mut entries = entries;
             entries.sort_unstable_by_key(|e| e.0);
             chunk.seqs = entries.iter().map(|e| e.0).collect();
+            if let Some(&last) = chunk.seqs.last() {
+                loaded.max_seq = loaded.max_seq.max(last);
+            }
             chunk.live = entries.len();
             let own = index.clients.entry(client_id).or_default();
             for (i, (seq, record)) in entries.into_iter().enumerate() {
@@ -297,7 +303,7 @@ impl FjallStore {
                 }
             }
             own.chunks.push_back(id);
-            index.next_chunk = index.next_chunk.max(id + 1);
+            index.next_chunk = index.next_chunk.max(id.saturating_add(1));
             if chunk.live == 0 {
                 dead.push(id);
             }
@@ -329,6 +335,20 @@ impl FjallStore {
     /// nothing left to deliver.
     fn load_index(&self, slot: &mut Option<Index>) -> Result<Loaded, StoreError> {
         let (loaded, mut index, dead) = self.scan()?;
+        // What only memory knows: deletions and updates whose `PutQueued`
+        // is still to come.
+        if let Some(old) = slot.take() {
+            index.early = old.early;
+            for (client, entries) in old.clients {
+                for (seq, put) in entries.records {
+                    if !put {
+                        if let Some(own) = index.clients.get_mut(&client) {
+                            own.records.insert(seq, false);
+                        }
+                    }
+                }
+            }
+        }
         if !dead.is_empty() {
             let mut batch = self.batch();
             for id in dead {
@@ -469,8 +489,11 @@ impl FjallStore {
         let Some(entries) = index.clients.remove(client_id) else {
             return Ok(());
         };
-        for seq in entries.records.into_keys() {
+        for (seq, put) in entries.records {
             batch.remove(&self.queued, client_key(client_id, &seq.to_be_bytes()));
+            if !put {
+                index.early.insert(seq);
+            }
         }
         for id in entries.chunks {
             self.remove_chunk(index, batch, id);
@@ -525,6 +548,27 @@ impl Store for FjallStore {
         let Some(index) = slot.as_mut() else {
             return Ok(());
         };
+        let written = self.write_indexed(index, ops);
+        if written.is_err() {
+            // The index took in a batch that did not land: read it again
+            // from disk should anyone write after this.
+            *slot = None;
+        }
+        written
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let mut slot = self.index.lock();
+        self.load_index(&mut slot)
+    }
+
+    fn disk_space(&self) -> u64 {
+        self.keyspace.disk_space()
+    }
+}
+
+impl FjallStore {
+    fn write_indexed(&self, index: &mut Index, ops: &[Op]) -> Result<(), StoreError> {
         let mut batch = self.batch();
         let mut pending = Pending::default();
         for op in ops {
@@ -602,21 +646,14 @@ impl Store for FjallStore {
         drop(self.chunks.snapshot());
         Ok(())
     }
-
-    fn load(&self) -> Result<Loaded, StoreError> {
-        let mut slot = self.index.lock();
-        self.load_index(&mut slot)
-    }
-
-    fn disk_space(&self) -> u64 {
-        self.keyspace.disk_space()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{late_puts_are_stale, queues_follow_their_writes};
+    use crate::tests::{
+        late_puts_are_stale, max_seq_covers_delivered_messages, queues_follow_their_writes,
+    };
 
     fn put(seq: u64) -> Op {
         Op::PutQueued {
@@ -642,6 +679,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         late_puts_are_stale(&FjallStore::open(&dir.path().join("a")).unwrap());
         queues_follow_their_writes(&FjallStore::open(&dir.path().join("b")).unwrap());
+        max_seq_covers_delivered_messages(&FjallStore::open(&dir.path().join("c")).unwrap());
+        // Also when read back after a restart, and with a second load in
+        // between that must not forget a deletion still waiting for its
+        // queueing write.
+        let store = FjallStore::open(&dir.path().join("c")).unwrap();
+        assert!(store.load().unwrap().max_seq >= 3);
+        store.apply(&[delete(9)]).unwrap();
+        store.load().unwrap();
+        store.apply(&[put(9)]).unwrap();
+        assert!(store.load().unwrap().queued.iter().all(|q| q.1 != 9));
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub struct Loaded {
     pub queued: Vec<(String, u64, Bytes)>,
     pub inbound: Vec<(String, u16)>,
     pub retained: Vec<(Bytes, Bytes)>,
+    /// The highest sequence number of a queued message the store holds
+    /// anything under, delivered or not: numbers handed out after a
+    /// restart start above it, so that no leftover of a delivered message
+    /// is taken for a new one's.
+    pub max_seq: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,10 +297,29 @@ mod tests {
                 ("a".to_string(), 4, Bytes::from_static(b"queued")),
             ]
         );
-        // Each stale write was consumed: a later cycle of the same numbers
-        // is not affected (numbers are not reused, but nothing lingers).
         store.apply(&[delete("a", 1), delete("a", 4)]).unwrap();
         assert!(queued(store).is_empty());
+        // An update whose session ends before the queueing write arrives.
+        store.apply(&[update("b", 5, b"sent")]).unwrap();
+        store
+            .apply(&[Op::DeleteSession {
+                client_id: "b".into(),
+            }])
+            .unwrap();
+        store.apply(&[put("b", 5, b"queued")]).unwrap();
+        assert!(queued(store).is_empty());
+    }
+
+    /// New numbers after a restart must start above everything the store
+    /// still holds, delivered messages' leftovers included.
+    pub(crate) fn max_seq_covers_delivered_messages(store: &dyn Store) {
+        store
+            .apply(&[put("a", 1, b"q"), put("a", 2, b"q"), put("a", 3, b"q")])
+            .unwrap();
+        store.apply(&[delete("a", 3)]).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.queued.len(), 2);
+        assert!(loaded.max_seq >= 3, "{}", loaded.max_seq);
     }
 
     /// Updates replace, deletes remove, in seq order per client, with
@@ -365,6 +389,7 @@ mod tests {
         contract(&MemoryStore::default());
         late_puts_are_stale(&MemoryStore::default());
         queues_follow_their_writes(&MemoryStore::default());
+        max_seq_covers_delivered_messages(&MemoryStore::default());
     }
 
     #[test]

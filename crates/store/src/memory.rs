@@ -16,6 +16,7 @@ struct Tables {
     /// Queued messages updated or deleted before their `PutQueued`.
     updated: HashSet<u64>,
     early: HashSet<u64>,
+    max_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +47,7 @@ impl Store for MemoryStore {
                     seq,
                     record,
                 } => {
+                    t.max_seq = t.max_seq.max(*seq);
                     if !t.early.remove(seq) && !t.updated.remove(seq) {
                         t.queued.insert(
                             client_key(client_id, &seq.to_be_bytes()),
@@ -58,6 +60,7 @@ impl Store for MemoryStore {
                     seq,
                     record,
                 } => {
+                    t.max_seq = t.max_seq.max(*seq);
                     let old = t.queued.insert(
                         client_key(client_id, &seq.to_be_bytes()),
                         (client_id.to_string(), *seq, record.clone()),
@@ -67,6 +70,7 @@ impl Store for MemoryStore {
                     }
                 }
                 Op::DeleteQueued { client_id, seq } => {
+                    t.max_seq = t.max_seq.max(*seq);
                     let gone = t.queued.remove(&client_key(client_id, &seq.to_be_bytes()));
                     if gone.is_none() || t.updated.remove(seq) {
                         t.early.insert(*seq);
@@ -114,6 +118,7 @@ impl Store for MemoryStore {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            max_seq: t.max_seq,
         })
     }
 

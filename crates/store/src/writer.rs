@@ -11,7 +11,7 @@
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -116,10 +116,12 @@ impl WriterHandle {
         *self.durable.borrow() >= seq
     }
 
-    /// Waits until `seq` is durable.
-    pub async fn wait(&self, seq: u64) {
+    /// Waits until `seq` is durable: false if it never will be (the store
+    /// failed and its threads stopped).
+    pub async fn wait(&self, seq: u64) -> bool {
         let mut rx = self.durable.clone();
-        let _ = rx.wait_for(|d| *d >= seq).await;
+        let durable = rx.wait_for(|d| *d >= seq).await.is_ok();
+        durable
     }
 
     pub fn stats(&self) -> &Stats {
@@ -132,8 +134,13 @@ impl WriterHandle {
 pub struct Writer;
 
 impl Writer {
-    /// Starts the writer and sync threads for `store`.
-    pub fn spawn(store: Arc<dyn Store>) -> WriterHandle {
+    /// Starts the writer and sync threads for `store`. With a non-zero
+    /// `window`, the sync thread waits that long after it sees a write
+    /// before it fsyncs, so that more writes share the fsync (fewer fsyncs,
+    /// longer waits for acknowledgements); with zero, an fsync starts as
+    /// soon as the previous one ends and whatever was written meanwhile
+    /// shares it.
+    pub fn spawn(store: Arc<dyn Store>, window: Duration) -> WriterHandle {
         let (tx, rx) = mpsc::channel::<(u64, Vec<Op>)>();
         let (durable_tx, durable) = watch::channel(0u64);
         let stats = Arc::new(Stats::default());
@@ -149,7 +156,7 @@ impl Writer {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("ferrymq-sync".into())
-                .spawn(move || sync(&*store, &handoff, &durable_tx, &stats))
+                .spawn(move || sync(&*store, &handoff, &durable_tx, &stats, window))
         });
         if let Err(e) = spawned {
             error!("cannot start the store threads: {e}");
@@ -187,7 +194,18 @@ impl Handoff {
     }
 }
 
+/// Tells the sync thread the writer has stopped, however it stops (a
+/// panic included), so that it syncs what was written and ends.
+struct Done<'a>(&'a Handoff);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.publish(|w| w.done = true);
+    }
+}
+
 fn write(store: &dyn Store, rx: &mpsc::Receiver<(u64, Vec<Op>)>, spare: &Spare, handoff: &Handoff) {
+    let _done = Done(handoff);
     let mut ops = Vec::new();
     let recycle = |mut batch: Vec<Op>| {
         let mut spare = spare.lock();
@@ -223,10 +241,15 @@ fn write(store: &dyn Store, rx: &mpsc::Receiver<(u64, Vec<Op>)>, spare: &Spare, 
             w.ops += count;
         });
     }
-    handoff.publish(|w| w.done = true);
 }
 
-fn sync(store: &dyn Store, handoff: &Handoff, durable: &watch::Sender<u64>, stats: &Stats) {
+fn sync(
+    store: &dyn Store,
+    handoff: &Handoff,
+    durable: &watch::Sender<u64>,
+    stats: &Stats,
+    window: Duration,
+) {
     let mut synced = 0;
     loop {
         let (target, ops) = {
@@ -236,6 +259,11 @@ fn sync(store: &dyn Store, handoff: &Handoff, durable: &watch::Sender<u64>, stat
             }
             if w.seq == synced {
                 return;
+            }
+            if !window.is_zero() && !w.done {
+                // The commit window: a deliberate wait, for more writes.
+                let until = Instant::now() + window;
+                while !w.done && !handoff.ready.wait_until(&mut w, until).timed_out() {}
             }
             (w.seq, std::mem::take(&mut w.ops))
         };
@@ -258,9 +286,34 @@ mod tests {
     use crate::MemoryStore;
 
     #[tokio::test]
+    async fn a_commit_window_gathers_the_writes_it_sees_into_one_sync() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let window = Duration::from_millis(200);
+        let handle = Writer::spawn(Arc::new(MemoryStore::default()), window);
+        let op = |seq| Op::PutQueued {
+            client_id: "c".into(),
+            seq,
+            record: bytes::Bytes::new(),
+        };
+        let started = Instant::now();
+        let first = handle.submit(vec![op(0)]);
+        assert!(handle.wait(first).await);
+        assert!(started.elapsed() >= window, "{:?}", started.elapsed());
+        assert_eq!(handle.stats().commits.load(Relaxed), 1);
+        // Ten writes in a row, well within one window: one sync.
+        let mut last = 0;
+        for seq in 1..=10 {
+            last = handle.submit(vec![op(seq)]);
+        }
+        assert!(handle.wait(last).await);
+        assert_eq!(handle.stats().commits.load(Relaxed), 2);
+        assert_eq!(handle.stats().ops.load(Relaxed), 11);
+    }
+
+    #[tokio::test]
     async fn submissions_become_durable_in_order() {
         let store = Arc::new(MemoryStore::default());
-        let handle = Writer::spawn(store.clone());
+        let handle = Writer::spawn(store.clone(), Duration::ZERO);
         let mut last = 0;
         for i in 0..100u64 {
             last = handle.submit(vec![Op::PutQueued {
@@ -269,9 +322,10 @@ mod tests {
                 record: bytes::Bytes::new(),
             }]);
         }
-        tokio::time::timeout(std::time::Duration::from_secs(5), handle.wait(last))
+        let durable = tokio::time::timeout(std::time::Duration::from_secs(5), handle.wait(last))
             .await
             .unwrap();
+        assert!(durable);
         assert_eq!(store.load().unwrap().queued.len(), 100);
         assert!(
             handle
