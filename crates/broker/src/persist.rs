@@ -113,16 +113,19 @@ pub enum Stage {
 }
 
 /// Unix milliseconds of `at`, by way of a reading of both clocks taken
-/// at most 100 ms before `now` on this thread: one wall-clock read per
-/// stored message showed in profiles, and a millisecond is all a record
-/// keeps.
+/// within 100 ms of `now` on this thread (else a fresh one): one
+/// wall-clock read per stored message showed in profiles, and a
+/// millisecond is all a record keeps.
 fn unix_ms(at: Instant, now: Instant) -> u64 {
     thread_local! {
         static CLOCKS: std::cell::Cell<Option<(Instant, Duration)>> =
             const { std::cell::Cell::new(None) };
     }
     let (mono, wall) = CLOCKS.with(|clocks| match clocks.get() {
-        Some((mono, wall)) if now.saturating_duration_since(mono) < Duration::from_millis(100) => {
+        Some((mono, wall))
+            if now.saturating_duration_since(mono) < Duration::from_millis(100)
+                && mono.saturating_duration_since(now) < Duration::from_millis(100) =>
+        {
             (mono, wall)
         }
         _ => {
@@ -387,6 +390,12 @@ pub fn recover(
     shutdown: &tokio_util::sync::CancellationToken,
 ) {
     let now = Instant::now();
+    // Before anything can publish (a will due during the downtime is
+    // published from another task while this runs): numbers above all the
+    // store holds.
+    if let Some(p) = &broker.persist {
+        p.next_seq.fetch_max(loaded.max_seq + 1, Ordering::Relaxed);
+    }
     let mut cleanup = Vec::new();
     for (topic, record) in &loaded.retained {
         match decode_retained(record, now) {
@@ -453,6 +462,10 @@ pub fn recover(
         };
         let Some((mut delivery, stage)) = decode_delivery(record, now) else {
             warn!(%client_id, seq, "unreadable queued message dropped");
+            cleanup.push(Op::DeleteQueued {
+                client_id: client_id.as_str().into(),
+                seq: *seq,
+            });
             continue;
         };
         delivery.durable = Some(*seq);
@@ -494,7 +507,7 @@ pub fn recover(
             .restore(client_id.as_str().into(), state, deadline);
     }
     if let Some(p) = &broker.persist {
-        p.next_seq.store(max_seq + 1, Ordering::Relaxed);
+        p.next_seq.fetch_max(max_seq + 1, Ordering::Relaxed);
         if !cleanup.is_empty() {
             p.writer.submit(cleanup);
         }

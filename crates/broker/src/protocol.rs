@@ -223,6 +223,7 @@ impl Connection {
             if len.map_or(true, |n| n + 3 > max) {
                 trace!("message larger than the client's Maximum Packet Size dropped");
                 self.tally.dropped_too_large += 1;
+                self.forget(&delivery);
                 return;
             }
         }
@@ -287,8 +288,11 @@ impl Connection {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
                 }
                 // PUBCOMP goes out in order behind acknowledgements still
-                // waiting for the store.
-                self.queue_ack(false, Packet::PubComp(comp));
+                // waiting for the store, and behind the id's removal: a
+                // restart must not take a new message reusing the id for
+                // a resend.
+                let wrote = comp.reason == ReasonCode::Success && self.durable();
+                self.queue_ack(wrote, Packet::PubComp(comp));
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -465,7 +469,18 @@ impl Connection {
     /// acknowledgement waits under [`UNSUBMITTED`].
     fn queue_ack(&mut self, wrote: bool, ack: Packet) {
         if !wrote && self.pending_acks.is_empty() {
-            return self.send(&ack);
+            // The session's last writes may still be on their way to the
+            // disk (submitted by the connection before this one, say, for
+            // the QoS 2 message this PUBREC answers a resend of).
+            let last = self.session.last_store_seq;
+            match &self.broker.persist {
+                Some(p) if last != 0 && !p.writer.is_durable(last) => {
+                    p.wake_when_durable(last, &self.session.shared.mailbox);
+                    self.pending_acks.push_back((last, ack));
+                    return;
+                }
+                _ => return self.send(&ack),
+            }
         }
         let seq = if wrote {
             UNSUBMITTED
@@ -513,6 +528,7 @@ impl Connection {
         let Some(seq) = self.broker.store(std::mem::take(&mut self.store_ops)) else {
             return;
         };
+        self.session.last_store_seq = seq;
         let mut waiting = false;
         for (s, _) in self.pending_acks.iter_mut().rev() {
             if *s != UNSUBMITTED {

@@ -154,6 +154,9 @@ pub struct SessionState {
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL:
     /// a PUBLISH with one of these is a resend and is not routed again.
     pub inbound_qos2: HashSet<u16>,
+    /// The store submission that carried this session's last writes: an
+    /// acknowledgement with no writes of its own still waits for it.
+    pub last_store_seq: u64,
     next_packet_id: u16,
 }
 
@@ -166,6 +169,7 @@ impl SessionState {
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             inbound_qos2: HashSet::new(),
+            last_store_seq: 0,
             next_packet_id: 1,
         }
     }

@@ -272,3 +272,60 @@ async fn a_commit_window_keeps_acknowledged_messages_durable() {
     let mut s = resume(&b, "w").await;
     assert_eq!(&s.recv_publish().await.payload[..], b"one");
 }
+
+async fn start_with_window(dir: &Path, window: std::time::Duration) -> TestBroker {
+    let mut config = test_config();
+    config.persistence = true;
+    config.persistence_location = dir.to_path_buf();
+    config.persistence_commit_window = window;
+    TestBroker::with_config(config).await
+}
+
+/// Acknowledgements with no writes of their own still wait for the
+/// session's writes: PUBCOMP for the removal of the inbound id (or a
+/// restart would take a new message reusing the id for a resend), and
+/// the PUBREC answering a resend on a new connection for the first
+/// connection's writes. A long commit window makes the wait visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_without_writes_wait_for_the_sessions_writes() {
+    let window = std::time::Duration::from_millis(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let b = start_with_window(dir.path(), window).await;
+    let mut c = b.client("q2", false).await;
+    c.send(Packet::Publish(publish("t", b"x", QoS::ExactlyOnce, false, 7)))
+        .await;
+    assert!(matches!(c.recv().await, Packet::PubRec(_)));
+    let started = std::time::Instant::now();
+    c.send(Packet::PubRel(PubResponse::new(ferrymq_testkit::pid(7))))
+        .await;
+    assert!(matches!(c.recv().await, Packet::PubComp(_)));
+    assert!(
+        started.elapsed() >= window / 2,
+        "PUBCOMP after {:?}",
+        started.elapsed()
+    );
+
+    // A QoS 2 PUBLISH whose connection drops before its PUBREC: the
+    // resend on the next connection is answered once the first one's
+    // writes are durable.
+    c.send(Packet::Publish(publish("t", b"y", QoS::ExactlyOnce, false, 8)))
+        .await;
+    c.sync().await;
+    drop(c);
+    let started = std::time::Instant::now();
+    let mut c = resume(&b, "q2").await;
+    let mut again = publish("t", b"y", QoS::ExactlyOnce, false, 8);
+    again.dup = true;
+    c.send(Packet::Publish(again)).await;
+    loop {
+        match c.recv().await {
+            Packet::PubRec(r) if r.packet_id.get() == 8 => break,
+            _ => {}
+        }
+    }
+    assert!(
+        started.elapsed() >= window / 2,
+        "PUBREC after {:?}",
+        started.elapsed()
+    );
+}

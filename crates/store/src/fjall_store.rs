@@ -14,9 +14,13 @@
 //! Afterwards:
 //! - a message whose delivery moves on a stage gets its own record in
 //!   `queued`, which overrides the chunk's copy;
-//! - a delivered message whose chunk still holds others gets a key in
-//!   `delivered`; when the chunk's last message is delivered, the chunk and
-//!   those keys go in one batch.
+//! - when messages of a chunk that still holds others are delivered, the
+//!   chunk's record in `progress` (a bitmap of its delivered messages) is
+//!   rewritten, once per write; when the chunk's last message is
+//!   delivered, the chunk and its progress record go in one batch. A
+//!   rewritten record leaves nothing behind once compacted, where a key
+//!   per delivered message left a tombstone each, which fjall drops only
+//!   in its last level (a steady stream grew them by 6 bytes a message).
 //!
 //! Where each sequence number lives is kept in memory ([`Index`]), built
 //! by the first `load` (or `apply`) from what is on disk.
@@ -42,7 +46,7 @@ pub struct FjallStore {
     sessions: PartitionHandle,
     queued: PartitionHandle,
     chunks: PartitionHandle,
-    delivered: PartitionHandle,
+    progress: PartitionHandle,
     inbound: PartitionHandle,
     retained: PartitionHandle,
     /// `None` until the store has been read once.
@@ -66,6 +70,8 @@ struct Chunk {
     gone: Vec<u64>,
     /// How many are not.
     live: usize,
+    /// It has a record in `progress`.
+    progress: bool,
 }
 
 impl Chunk {
@@ -75,6 +81,7 @@ impl Chunk {
             seqs: Vec::new(),
             gone: Vec::new(),
             live: 0,
+            progress: false,
         }
     }
 
@@ -183,6 +190,8 @@ impl Index {
 struct Pending {
     values: Vec<(u64, Vec<u8>)>,
     of_client: HashMap<Arc<str>, usize>,
+    /// Chunks with messages delivered by this write.
+    touched: Vec<u64>,
 }
 
 impl FjallStore {
@@ -212,17 +221,23 @@ impl FjallStore {
                 )
                 .map_err(err)
         };
-        Ok(FjallStore {
+        let store = FjallStore {
             path: path.to_path_buf(),
             sessions: open("sessions")?,
             queued: open("queued")?,
             chunks: open("chunks")?,
-            delivered: open("delivered")?,
+            progress: open("progress")?,
             inbound: open("inbound")?,
             retained: open("retained")?,
             keyspace,
             index: Mutex::new(None),
-        })
+        };
+        // The GC watermark starts at 0 on every open and moves at the 50th
+        // snapshot close (see `write`): get there now.
+        for _ in 0..50 {
+            drop(store.chunks.snapshot());
+        }
+        Ok(store)
     }
 
     fn err(&self, source: fjall::Error) -> StoreError {
@@ -267,14 +282,17 @@ impl FjallStore {
                 .insert(seq, true);
             loaded.queued.push((id, seq, Bytes::copy_from_slice(&v)));
         }
-        let mut delivered = HashSet::new();
-        for item in self.delivered.iter() {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            let seq = <[u8; 8]>::try_from(&k[..])
+        let mut progress = HashMap::new();
+        for item in self.progress.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let id = <[u8; 8]>::try_from(&k[..])
                 .map(u64::from_be_bytes)
-                .map_err(|_| self.corrupt("delivered", &k))?;
-            loaded.max_seq = loaded.max_seq.max(seq);
-            delivered.insert(seq);
+                .map_err(|_| self.corrupt("progress", &k))?;
+            let words: Vec<u64> = v
+                .chunks_exact(8)
+                .filter_map(|w| <[u8; 8]>::try_from(w).ok().map(u64::from_le_bytes))
+                .collect();
+            progress.insert(id, words);
         }
         let mut dead = Vec::new();
         for item in self.chunks.iter() {
@@ -294,11 +312,17 @@ impl FjallStore {
                 loaded.max_seq = loaded.max_seq.max(last);
             }
             chunk.live = entries.len();
+            if let Some(words) = progress.remove(&id) {
+                chunk.progress = true;
+                for i in 0..entries.len() {
+                    if words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0) {
+                        chunk.take(i);
+                    }
+                }
+            }
             let own = index.clients.entry(client_id).or_default();
             for (i, (seq, record)) in entries.into_iter().enumerate() {
-                if delivered.remove(&seq) {
-                    chunk.take(i);
-                } else if !own.records.contains_key(&seq) {
+                if !chunk.is_gone(i) && !own.records.contains_key(&seq) {
                     loaded.queued.push((client.clone(), seq, record));
                 }
             }
@@ -309,9 +333,9 @@ impl FjallStore {
             }
             index.chunks.insert(id, chunk);
         }
-        // Keys of delivered messages whose chunk is gone: left by nothing
-        // this code writes, but harmless to drop.
-        dead.extend(delivered.into_iter().map(|seq| seq | ORPHAN));
+        // Progress of a chunk that is gone: left by nothing this code
+        // writes, but harmless to drop.
+        dead.extend(progress.into_keys().map(|id| id | ORPHAN));
         loaded
             .queued
             .sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -353,7 +377,7 @@ impl FjallStore {
             let mut batch = self.batch();
             for id in dead {
                 if id & ORPHAN != 0 {
-                    batch.remove(&self.delivered, (id & !ORPHAN).to_be_bytes());
+                    batch.remove(&self.progress, (id & !ORPHAN).to_be_bytes());
                 } else {
                     self.remove_chunk(&mut index, &mut batch, id);
                 }
@@ -371,16 +395,14 @@ impl FjallStore {
     }
 
     /// Removes chunk `id` (every message in it delivered or discarded)
-    /// with its `delivered` keys.
+    /// with its progress record.
     fn remove_chunk(&self, index: &mut Index, batch: &mut Batch, id: u64) {
         let Some(chunk) = index.chunks.remove(&id) else {
             return;
         };
         batch.remove(&self.chunks, id.to_be_bytes());
-        for (i, seq) in chunk.seqs.iter().enumerate() {
-            if chunk.is_gone(i) {
-                batch.remove(&self.delivered, seq.to_be_bytes());
-            }
+        if chunk.progress {
+            batch.remove(&self.progress, id.to_be_bytes());
         }
         if let Some(entries) = index.clients.get_mut(&chunk.client) {
             if let Some(at) = entries.chunks.iter().position(|&c| c == id) {
@@ -442,7 +464,14 @@ impl FjallStore {
         }
     }
 
-    fn delete_queued(&self, index: &mut Index, batch: &mut Batch, client_id: &Arc<str>, seq: u64) {
+    fn delete_queued(
+        &self,
+        index: &mut Index,
+        batch: &mut Batch,
+        pending: &mut Pending,
+        client_id: &Arc<str>,
+        seq: u64,
+    ) {
         let record = index
             .clients
             .get_mut(client_id)
@@ -466,8 +495,8 @@ impl FjallStore {
         }
         if chunk.live == 0 {
             self.remove_chunk(index, batch, id);
-        } else {
-            batch.insert(&self.delivered, seq.to_be_bytes(), []);
+        } else if pending.touched.last() != Some(&id) {
+            pending.touched.push(id);
         }
     }
 
@@ -502,7 +531,7 @@ impl FjallStore {
     }
 }
 
-/// Marks a `delivered` key without a chunk in `scan`'s list of leftovers.
+/// Marks a progress record without a chunk in `scan`'s list of leftovers.
 const ORPHAN: u64 = 1 << 63;
 
 /// A chunk's client id and its (seq, record) entries.
@@ -599,7 +628,7 @@ impl FjallStore {
                     *own.records.entry(*seq).or_insert(known) |= known;
                 }
                 Op::DeleteQueued { client_id, seq } => {
-                    self.delete_queued(index, &mut batch, client_id, *seq);
+                    self.delete_queued(index, &mut batch, &mut pending, client_id, *seq);
                 }
                 Op::PutInbound {
                     client_id,
@@ -626,6 +655,15 @@ impl FjallStore {
                 Op::DeleteRetained { topic } => {
                     batch.remove(&self.retained, &topic[..]);
                 }
+            }
+        }
+        pending.touched.sort_unstable();
+        pending.touched.dedup();
+        for id in &pending.touched {
+            if let Some(chunk) = index.chunks.get_mut(id) {
+                let bitmap: Vec<u8> = chunk.gone.iter().flat_map(|w| w.to_le_bytes()).collect();
+                batch.insert(&self.progress, id.to_be_bytes(), bitmap);
+                chunk.progress = true;
             }
         }
         // A chunk whose messages were all delivered within this batch is
@@ -703,18 +741,23 @@ mod tests {
             .unwrap();
         assert_eq!(count(&store.chunks), 2);
         assert_eq!(count(&store.queued), 0);
-        // Half of the first chunk delivered: remembered as delivered.
+        // Half of the first chunk delivered: one progress record, whatever
+        // the number of writes.
         store
             .apply(&(1..=50).map(delete).collect::<Vec<_>>())
             .unwrap();
-        assert_eq!(count(&store.delivered), 50);
-        assert_eq!(count(&store.chunks), 2);
-        // The rest: the chunk and its delivered keys go.
+        assert_eq!(count(&store.progress), 1);
         store
-            .apply(&(51..=100).map(delete).collect::<Vec<_>>())
+            .apply(&(51..=60).map(delete).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(count(&store.progress), 1);
+        assert_eq!(count(&store.chunks), 2);
+        // The rest: the chunk and its progress go.
+        store
+            .apply(&(61..=100).map(delete).collect::<Vec<_>>())
             .unwrap();
         assert_eq!(count(&store.chunks), 1);
-        assert_eq!(count(&store.delivered), 0);
+        assert_eq!(count(&store.progress), 0);
         // Queued and delivered in the same batch: nothing is written.
         let mut ops: Vec<Op> = (201..=210).map(put).collect();
         ops.extend((201..=210).map(delete));
@@ -749,7 +792,7 @@ mod tests {
         assert_eq!(seqs, [6]);
         store.apply(&[delete(6)]).unwrap();
         assert_eq!(count(&store.chunks), 0);
-        assert_eq!(count(&store.delivered), 0);
+        assert_eq!(count(&store.progress), 0);
     }
 
     #[test]
@@ -785,7 +828,7 @@ mod tests {
         store
             .apply(&(3..=12).map(delete).collect::<Vec<_>>())
             .unwrap();
-        for partition in [&store.chunks, &store.delivered, &store.queued] {
+        for partition in [&store.chunks, &store.progress, &store.queued] {
             assert_eq!(count(partition), 0);
         }
         assert!(store.load().unwrap().queued.is_empty());

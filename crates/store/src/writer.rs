@@ -1,9 +1,10 @@
 //! Group commit, in two threads. The writer thread writes batches to the
 //! store (to the OS, not yet the disk); the sync thread makes them durable
-//! (fsync) and says so. Batches that arrive while an fsync runs are written
-//! meanwhile and made durable together by the next one: many messages from
-//! many connections share one fsync, and preparing a batch does not wait
-//! for the disk.
+//! (fsync) and says so. Batches that arrive while an fsync runs are
+//! prepared meanwhile (the engine's journal lock holds the write itself
+//! until the fsync ends) and made durable together by the next one: many
+//! messages from many connections share one fsync, and preparing a batch
+//! does not wait for the disk.
 //!
 //! Submitting returns a sequence number; the `durable` watch says up to
 //! which number everything is on disk. Numbers are handed out under the
