@@ -292,8 +292,14 @@ async fn acknowledgements_without_writes_wait_for_the_sessions_writes() {
     let dir = tempfile::tempdir().unwrap();
     let b = start_with_window(dir.path(), window).await;
     let mut c = b.client("q2", false).await;
-    c.send(Packet::Publish(publish("t", b"x", QoS::ExactlyOnce, false, 7)))
-        .await;
+    c.send(Packet::Publish(publish(
+        "t",
+        b"x",
+        QoS::ExactlyOnce,
+        false,
+        7,
+    )))
+    .await;
     assert!(matches!(c.recv().await, Packet::PubRec(_)));
     let started = std::time::Instant::now();
     c.send(Packet::PubRel(PubResponse::new(ferrymq_testkit::pid(7))))
@@ -308,8 +314,14 @@ async fn acknowledgements_without_writes_wait_for_the_sessions_writes() {
     // A QoS 2 PUBLISH whose connection drops before its PUBREC: the
     // resend on the next connection is answered once the first one's
     // writes are durable.
-    c.send(Packet::Publish(publish("t", b"y", QoS::ExactlyOnce, false, 8)))
-        .await;
+    c.send(Packet::Publish(publish(
+        "t",
+        b"y",
+        QoS::ExactlyOnce,
+        false,
+        8,
+    )))
+    .await;
     c.sync().await;
     drop(c);
     let started = std::time::Instant::now();
