@@ -12,15 +12,17 @@
 //! whole in-memory path for it; in chunks, about a tenth of that. (The
 //! `ingest` example measures the store alone on a given disk.)
 //! Afterwards:
-//! - a message whose delivery moves on a stage gets its own record in
-//!   `queued`, which overrides the chunk's copy;
-//! - when messages of a chunk that still holds others are delivered, the
-//!   chunk's record in `progress` (a bitmap of its delivered messages) is
-//!   rewritten, once per write; when the chunk's last message is
-//!   delivered, the chunk and its progress record go in one batch. A
+//! - the chunk's record in `progress` holds a bitmap of its delivered
+//!   messages and the latest record of each whose delivery moved on a
+//!   stage (QoS 2), overriding the chunk's copy; it is rewritten once per
+//!   write that changes either, and when the chunk's last message is
+//!   delivered the chunk and its progress record go in one batch. A
 //!   rewritten record leaves nothing behind once compacted, where a key
 //!   per delivered message left a tombstone each, which fjall drops only
-//!   in its last level (a steady stream grew them by 6 bytes a message).
+//!   in its last level (a steady stream grew them by 6 bytes a message);
+//! - an update that arrives before the message's chunk exists (see `Op`)
+//!   gets a record of its own in `queued`, as messages of the layout
+//!   before chunks have.
 //!
 //! Where each sequence number lives is kept in memory ([`Index`]), built
 //! by the first `load` (or `apply`) from what is on disk.
@@ -72,6 +74,9 @@ struct Chunk {
     live: usize,
     /// It has a record in `progress`.
     progress: bool,
+    /// The latest record of each message of it whose delivery moved on a
+    /// stage (QoS 2), kept with its progress.
+    updates: Vec<(u64, Bytes)>,
 }
 
 impl Chunk {
@@ -82,6 +87,7 @@ impl Chunk {
             gone: Vec::new(),
             live: 0,
             progress: false,
+            updates: Vec::new(),
         }
     }
 
@@ -288,11 +294,9 @@ impl FjallStore {
             let id = <[u8; 8]>::try_from(&k[..])
                 .map(u64::from_be_bytes)
                 .map_err(|_| self.corrupt("progress", &k))?;
-            let words: Vec<u64> = v
-                .chunks_exact(8)
-                .filter_map(|w| <[u8; 8]>::try_from(w).ok().map(u64::from_le_bytes))
-                .collect();
-            progress.insert(id, words);
+            let value = Bytes::copy_from_slice(&v);
+            let parsed = parse_progress(&value).ok_or_else(|| self.corrupt("progress", &k))?;
+            progress.insert(id, parsed);
         }
         let mut dead = Vec::new();
         for item in self.chunks.iter() {
@@ -312,18 +316,24 @@ impl FjallStore {
                 loaded.max_seq = loaded.max_seq.max(last);
             }
             chunk.live = entries.len();
-            if let Some(words) = progress.remove(&id) {
+            if let Some((words, updates)) = progress.remove(&id) {
                 chunk.progress = true;
                 for i in 0..entries.len() {
                     if words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0) {
                         chunk.take(i);
                     }
                 }
+                chunk.updates = updates;
             }
             let own = index.clients.entry(client_id).or_default();
             for (i, (seq, record)) in entries.into_iter().enumerate() {
                 if !chunk.is_gone(i) && !own.records.contains_key(&seq) {
-                    loaded.queued.push((client.clone(), seq, record));
+                    let latest = chunk
+                        .updates
+                        .iter()
+                        .find(|(s, _)| *s == seq)
+                        .map_or(record, |(_, r)| r.clone());
+                    loaded.queued.push((client.clone(), seq, latest));
                 }
             }
             own.chunks.push_back(id);
@@ -493,6 +503,7 @@ impl FjallStore {
         if !chunk.take(i) {
             return;
         }
+        chunk.updates.retain(|(s, _)| *s != seq);
         if chunk.live == 0 {
             self.remove_chunk(index, batch, id);
         } else if pending.touched.last() != Some(&id) {
@@ -534,15 +545,46 @@ impl FjallStore {
 /// Marks a progress record without a chunk in `scan`'s list of leftovers.
 const ORPHAN: u64 = 1 << 63;
 
-/// A chunk's client id and its (seq, record) entries.
-fn parse_chunk(value: &Bytes) -> Option<(String, Vec<(u64, Bytes)>)> {
+/// First byte of a progress record.
+const PROGRESS_FORMAT: u8 = 1;
+
+/// A chunk's progress record: the format byte, the number of bitmap words,
+/// the words (little-endian), then its updated records as in a chunk.
+fn encode_progress(chunk: &Chunk) -> Vec<u8> {
+    let updates: usize = chunk.updates.iter().map(|(_, r)| 12 + r.len()).sum();
+    let mut out = Vec::with_capacity(5 + 8 * chunk.gone.len() + updates);
+    out.push(PROGRESS_FORMAT);
+    out.extend_from_slice(&(chunk.gone.len() as u32).to_be_bytes());
+    for word in &chunk.gone {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    for (seq, record) in &chunk.updates {
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(record);
+    }
+    out
+}
+
+type Progress = (Vec<u64>, Vec<(u64, Bytes)>);
+
+fn parse_progress(value: &Bytes) -> Option<Progress> {
     let mut b = &value[..];
-    if b.remaining() < 3 || b.get_u8() != CHUNK_FORMAT {
+    if b.remaining() < 5 || b.get_u8() != PROGRESS_FORMAT {
         return None;
     }
-    let len = usize::from(b.get_u16());
-    let client = String::from_utf8(b.get(..len)?.to_vec()).ok()?;
-    b.advance(len);
+    let words = b.get_u32() as usize;
+    if b.remaining() < words.checked_mul(8)? {
+        return None;
+    }
+    let gone = (0..words).map(|_| b.get_u64_le()).collect();
+    let entries = parse_entries(value, value.len() - b.remaining())?;
+    Some((gone, entries))
+}
+
+/// (seq, record) entries from `at` to the end of `value`.
+fn parse_entries(value: &Bytes, at: usize) -> Option<Vec<(u64, Bytes)>> {
+    let mut b = value.get(at..)?;
     let mut entries = Vec::new();
     while b.has_remaining() {
         if b.remaining() < 12 {
@@ -557,6 +599,18 @@ fn parse_chunk(value: &Bytes) -> Option<(String, Vec<(u64, Bytes)>)> {
         entries.push((seq, value.slice(start..start + len)));
         b.advance(len);
     }
+    Some(entries)
+}
+
+/// A chunk's client id and its (seq, record) entries.
+fn parse_chunk(value: &Bytes) -> Option<(String, Vec<(u64, Bytes)>)> {
+    let mut b = &value[..];
+    if b.remaining() < 3 || b.get_u8() != CHUNK_FORMAT {
+        return None;
+    }
+    let len = usize::from(b.get_u16());
+    let client = String::from_utf8(b.get(..len)?.to_vec()).ok()?;
+    let entries = parse_entries(value, 3 + len)?;
     Some((client, entries))
 }
 
@@ -618,14 +672,30 @@ impl FjallStore {
                     seq,
                     record,
                 } => {
-                    batch.insert(
-                        &self.queued,
-                        client_key(client_id, &seq.to_be_bytes()),
-                        &record[..],
-                    );
-                    let known = index.find(client_id, *seq).is_some();
-                    let own = index.clients.entry(client_id.clone()).or_default();
-                    *own.records.entry(*seq).or_insert(known) |= known;
+                    // Kept with the chunk's progress when the message is in
+                    // a chunk: no key per message, so no tombstone per
+                    // message when it is delivered.
+                    let in_chunk = index
+                        .find(client_id, *seq)
+                        .and_then(|(id, _)| Some((id, index.chunks.get_mut(&id)?)));
+                    if let Some((id, chunk)) = in_chunk {
+                        // A copy: the record shares its allocation with
+                        // others, which it would keep alive.
+                        let record = Bytes::copy_from_slice(record);
+                        match chunk.updates.iter_mut().find(|(s, _)| s == seq) {
+                            Some(latest) => latest.1 = record,
+                            None => chunk.updates.push((*seq, record)),
+                        }
+                        pending.touched.push(id);
+                    } else {
+                        batch.insert(
+                            &self.queued,
+                            client_key(client_id, &seq.to_be_bytes()),
+                            &record[..],
+                        );
+                        let own = index.clients.entry(client_id.clone()).or_default();
+                        own.records.entry(*seq).or_insert(false);
+                    }
                 }
                 Op::DeleteQueued { client_id, seq } => {
                     self.delete_queued(index, &mut batch, &mut pending, client_id, *seq);
@@ -661,8 +731,7 @@ impl FjallStore {
         pending.touched.dedup();
         for id in &pending.touched {
             if let Some(chunk) = index.chunks.get_mut(id) {
-                let bitmap: Vec<u8> = chunk.gone.iter().flat_map(|w| w.to_le_bytes()).collect();
-                batch.insert(&self.progress, id.to_be_bytes(), bitmap);
+                batch.insert(&self.progress, id.to_be_bytes(), encode_progress(chunk));
                 chunk.progress = true;
             }
         }
@@ -766,6 +835,37 @@ mod tests {
         assert_eq!(count(&store.chunks), 2);
         let seqs: Vec<u64> = store.load().unwrap().queued.iter().map(|q| q.1).collect();
         assert_eq!(seqs, (101..=200).chain([211]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn stage_records_of_chunked_messages_live_with_the_chunk() {
+        let update = |seq, record: &'static [u8]| Op::UpdateQueued {
+            client_id: "c".into(),
+            seq,
+            record: Bytes::from_static(record),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FjallStore::open(dir.path()).unwrap();
+            store.apply(&(1..=3).map(put).collect::<Vec<_>>()).unwrap();
+            store
+                .apply(&[update(1, b"sent"), update(2, b"sent")])
+                .unwrap();
+            store.apply(&[update(1, b"released"), delete(2)]).unwrap();
+            // No key per message: nothing to leave a tombstone behind.
+            assert_eq!(count(&store.queued), 0);
+            assert_eq!(count(&store.progress), 1);
+        }
+        let store = FjallStore::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        let got: Vec<(u64, &[u8])> = loaded.queued.iter().map(|q| (q.1, &q.2[..])).collect();
+        assert_eq!(got, [(1, &b"released"[..]), (3, b"m3")]);
+        store.apply(&[update(3, b"sent")]).unwrap();
+        store.apply(&[delete(1), delete(3)]).unwrap();
+        for partition in [&store.chunks, &store.progress, &store.queued] {
+            assert_eq!(count(partition), 0);
+        }
+        assert!(store.load().unwrap().queued.is_empty());
     }
 
     #[test]
