@@ -523,6 +523,12 @@ impl Connection {
     /// Submits the store writes gathered while handling packets.
     pub fn flush_store_ops(&mut self) {
         if self.store_ops.is_empty() {
+            // Taken for a publication that wrote nothing: not kept idle.
+            if self.store_ops.capacity() > 0 {
+                if let Some(p) = &self.broker.persist {
+                    p.writer.return_ops(std::mem::take(&mut self.store_ops));
+                }
+            }
             return;
         }
         let Some(seq) = self.broker.store(std::mem::take(&mut self.store_ops)) else {

@@ -108,6 +108,12 @@ impl WriterHandle {
         self.spare.lock().pop().unwrap_or_default()
     }
 
+    /// Hands back a batch taken with [`spare_ops`](Self::spare_ops) and
+    /// left empty, so that an idle connection does not keep its capacity.
+    pub fn return_ops(&self, batch: Vec<Op>) {
+        recycle(&self.spare, batch);
+    }
+
     /// A receiver of the highest durable sequence number.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.clone()
@@ -195,6 +201,15 @@ impl Handoff {
     }
 }
 
+/// Keeps `batch`'s allocation for a later batch, if there is room.
+fn recycle(spare: &Spare, mut batch: Vec<Op>) {
+    let mut spare = spare.lock();
+    if spare.len() < SPARE_BATCHES && batch.capacity() <= SPARE_CAPACITY {
+        batch.clear();
+        spare.push(batch);
+    }
+}
+
 /// Tells the sync thread the writer has stopped, however it stops (a
 /// panic included), so that it syncs what was written and ends.
 struct Done<'a>(&'a Handoff);
@@ -208,13 +223,7 @@ impl Drop for Done<'_> {
 fn write(store: &dyn Store, rx: &mpsc::Receiver<(u64, Vec<Op>)>, spare: &Spare, handoff: &Handoff) {
     let _done = Done(handoff);
     let mut ops = Vec::new();
-    let recycle = |mut batch: Vec<Op>| {
-        let mut spare = spare.lock();
-        if spare.len() < SPARE_BATCHES && batch.capacity() <= SPARE_CAPACITY {
-            batch.clear();
-            spare.push(batch);
-        }
-    };
+    let recycle = |batch| recycle(spare, batch);
     while let Ok((mut last, mut first)) = rx.recv() {
         ops.clear();
         ops.append(&mut first);
