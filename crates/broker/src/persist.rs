@@ -449,10 +449,7 @@ pub fn recover(
         }
         sessions.insert(client_id.clone(), (state, rec.expires_at));
     }
-    // Above anything the store holds, delivered leftovers included.
-    let mut max_seq = loaded.max_seq;
     for (client_id, seq, record) in &loaded.queued {
-        max_seq = max_seq.max(*seq);
         let Some((state, _)) = sessions.get_mut(client_id) else {
             cleanup.push(Op::DeleteQueued {
                 client_id: client_id.as_str().into(),
@@ -507,7 +504,6 @@ pub fn recover(
             .restore(client_id.as_str().into(), state, deadline);
     }
     if let Some(p) = &broker.persist {
-        p.next_seq.fetch_max(max_seq + 1, Ordering::Relaxed);
         if !cleanup.is_empty() {
             p.writer.submit(cleanup);
         }

@@ -25,25 +25,6 @@ async fn next_payload(c: &mut TestClient) -> Vec<u8> {
     c.recv_publish().await.payload.to_vec()
 }
 
-/// The broker's answer to a QoS 1 PUBLISH sent as raw packet id 77.
-async fn puback_for(c: &mut TestClient, topic: &str, payload: &[u8]) -> ReasonCode {
-    c.send(Packet::Publish(publish(
-        topic,
-        payload,
-        QoS::AtLeastOnce,
-        false,
-        77,
-    )))
-    .await;
-    match c.recv().await {
-        Packet::PubAck(a) => {
-            assert_eq!(a.packet_id.get(), 77);
-            a.reason
-        }
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_size_limit_drops_large_payloads_and_completes_the_exchange() {
     let b = broker(|c| c.message_size_limit = 10).await;
@@ -54,7 +35,7 @@ async fn message_size_limit_drops_large_payloads_and_completes_the_exchange() {
     // administrative limit ([MQTT-3.4.2.1]).
     let mut v5 = b.client_v5("p5", true).await;
     assert_eq!(
-        puback_for(&mut v5, "t", &[b'x'; 11]).await,
+        v5.puback_reason("t", &[b'x'; 11]).await,
         ReasonCode::QuotaExceeded
     );
     v5.send(Packet::Publish(publish(
@@ -71,7 +52,7 @@ async fn message_size_limit_drops_large_payloads_and_completes_the_exchange() {
     }
     // At the limit: accepted.
     assert_eq!(
-        puback_for(&mut v5, "t", &[b'a'; 10]).await,
+        v5.puback_reason("t", &[b'a'; 10]).await,
         ReasonCode::Success
     );
     assert_eq!(next_payload(&mut sub).await, [b'a'; 10]);
@@ -79,7 +60,7 @@ async fn message_size_limit_drops_large_payloads_and_completes_the_exchange() {
     // MQTT 3.1.1 cannot be told: acknowledged, not delivered.
     let mut v3 = b.client("p3", true).await;
     assert_eq!(
-        puback_for(&mut v3, "t", &[b'x'; 11]).await,
+        v3.puback_reason("t", &[b'x'; 11]).await,
         ReasonCode::Success
     );
     v3.publish("t", &[b'z'; 11], QoS::ExactlyOnce, false).await;

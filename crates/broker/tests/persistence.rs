@@ -7,9 +7,14 @@ use ferrymq_codec::{Packet, Protocol, PubResponse, QoS};
 use ferrymq_testkit::{connect, publish, test_config, TestBroker, TestClient};
 
 async fn start(dir: &Path) -> TestBroker {
+    start_with_window(dir, std::time::Duration::ZERO).await
+}
+
+async fn start_with_window(dir: &Path, window: std::time::Duration) -> TestBroker {
     let mut config = test_config();
     config.persistence = true;
     config.persistence_location = dir.to_path_buf();
+    config.persistence_commit_window = window;
     TestBroker::with_config(config).await
 }
 
@@ -249,11 +254,7 @@ async fn a_message_acknowledged_before_a_restart_stays_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_window_keeps_acknowledged_messages_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config();
-    config.persistence = true;
-    config.persistence_location = dir.path().to_path_buf();
-    config.persistence_commit_window = std::time::Duration::from_millis(20);
-    let b = TestBroker::with_config(config).await;
+    let b = start_with_window(dir.path(), std::time::Duration::from_millis(20)).await;
     let mut s = b.client("w", false).await;
     s.subscribe(&[("w", QoS::AtLeastOnce)]).await;
     s.disconnect().await;
@@ -271,14 +272,6 @@ async fn a_commit_window_keeps_acknowledged_messages_durable() {
     let b = start(dir.path()).await;
     let mut s = resume(&b, "w").await;
     assert_eq!(&s.recv_publish().await.payload[..], b"one");
-}
-
-async fn start_with_window(dir: &Path, window: std::time::Duration) -> TestBroker {
-    let mut config = test_config();
-    config.persistence = true;
-    config.persistence_location = dir.to_path_buf();
-    config.persistence_commit_window = window;
-    TestBroker::with_config(config).await
 }
 
 /// Acknowledgements with no writes of their own still wait for the

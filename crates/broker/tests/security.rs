@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferrymq_auth::{Algorithm, PasswordHash};
 use ferrymq_codec::{Packet, Protocol, QoS, ReasonCode};
-use ferrymq_testkit::{connect, publish, test_config, will, TestBroker, TestClient};
+use ferrymq_testkit::{connect, test_config, will, TestBroker, TestClient};
 
 const QUIET: Duration = Duration::from_millis(200);
 
@@ -152,19 +152,10 @@ async fn denied_publish_is_dropped_in_v311_and_refused_in_v5() {
         .await; // acknowledged
     bob.expect_nothing(QUIET).await;
     let (mut alice5, _) = login(&b, Protocol::V5, "alice-5", "alice", "wonderland").await;
-    alice5
-        .send(Packet::Publish(publish(
-            "public/news",
-            b"x",
-            QoS::AtLeastOnce,
-            false,
-            1,
-        )))
-        .await;
-    match alice5.recv().await {
-        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::NotAuthorized),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        alice5.puback_reason("public/news", b"x").await,
+        ReasonCode::NotAuthorized
+    );
     bob.expect_nothing(QUIET).await;
     // The %c pattern gives every client its own subtree.
     alice
@@ -379,32 +370,15 @@ async fn per_listener_settings_give_each_listener_its_own_security() {
             .reason,
         ReasonCode::Success
     );
-    alice
-        .send(Packet::Publish(publish(
-            "public/x",
-            b"no",
-            QoS::AtLeastOnce,
-            false,
-            1,
-        )))
-        .await;
-    match alice.recv().await {
-        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::NotAuthorized),
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
-    anon.send(Packet::Publish(publish(
-        "public/x",
-        b"yes",
-        QoS::AtLeastOnce,
-        false,
-        1,
-    )))
-    .await;
-    match anon.recv().await {
-        // Accepted; nobody subscribes, which MQTT 5 says so.
-        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::NoMatchingSubscribers),
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
+    assert_eq!(
+        alice.puback_reason("public/x", b"no").await,
+        ReasonCode::NotAuthorized
+    );
+    // Accepted; nobody subscribes, which MQTT 5 says so.
+    assert_eq!(
+        anon.puback_reason("public/x", b"yes").await,
+        ReasonCode::NoMatchingSubscribers
+    );
 
     // A new password for alice, read at SIGHUP: the old one stops working.
     let hash = PasswordHash::create(b"looking-glass", Algorithm::default()).unwrap();

@@ -506,7 +506,7 @@ impl FjallStore {
         chunk.updates.retain(|(s, _)| *s != seq);
         if chunk.live == 0 {
             self.remove_chunk(index, batch, id);
-        } else if pending.touched.last() != Some(&id) {
+        } else {
             pending.touched.push(id);
         }
     }
@@ -777,6 +777,10 @@ mod tests {
         }
     }
 
+    fn apply(store: &FjallStore, ops: impl Iterator<Item = Op>) {
+        store.apply(&ops.collect::<Vec<_>>()).unwrap();
+    }
+
     fn count(partition: &PartitionHandle) -> usize {
         partition.iter().count()
     }
@@ -802,29 +806,19 @@ mod tests {
     fn one_batch_writes_one_chunk_per_client_and_delivery_removes_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = FjallStore::open(dir.path()).unwrap();
-        store
-            .apply(&(1..=100).map(put).collect::<Vec<_>>())
-            .unwrap();
-        store
-            .apply(&(101..=200).map(put).collect::<Vec<_>>())
-            .unwrap();
+        apply(&store, (1..=100).map(put));
+        apply(&store, (101..=200).map(put));
         assert_eq!(count(&store.chunks), 2);
         assert_eq!(count(&store.queued), 0);
         // Half of the first chunk delivered: one progress record, whatever
         // the number of writes.
-        store
-            .apply(&(1..=50).map(delete).collect::<Vec<_>>())
-            .unwrap();
+        apply(&store, (1..=50).map(delete));
         assert_eq!(count(&store.progress), 1);
-        store
-            .apply(&(51..=60).map(delete).collect::<Vec<_>>())
-            .unwrap();
+        apply(&store, (51..=60).map(delete));
         assert_eq!(count(&store.progress), 1);
         assert_eq!(count(&store.chunks), 2);
         // The rest: the chunk and its progress go.
-        store
-            .apply(&(61..=100).map(delete).collect::<Vec<_>>())
-            .unwrap();
+        apply(&store, (61..=100).map(delete));
         assert_eq!(count(&store.chunks), 1);
         assert_eq!(count(&store.progress), 0);
         // Queued and delivered in the same batch: nothing is written.
@@ -847,7 +841,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = FjallStore::open(dir.path()).unwrap();
-            store.apply(&(1..=3).map(put).collect::<Vec<_>>()).unwrap();
+            apply(&store, (1..=3).map(put));
             store
                 .apply(&[update(1, b"sent"), update(2, b"sent")])
                 .unwrap();
@@ -900,7 +894,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = FjallStore::open(dir.path()).unwrap();
-            store.apply(&(1..=10).map(put).collect::<Vec<_>>()).unwrap();
+            apply(&store, (1..=10).map(put));
             store
                 .apply(&[
                     delete(1),
@@ -921,13 +915,9 @@ mod tests {
         assert_eq!(got[1], (4, &b"m4"[..]));
         // New chunks do not collide with the old one, and delivering the
         // rest after the restart removes everything.
-        store
-            .apply(&(11..=12).map(put).collect::<Vec<_>>())
-            .unwrap();
+        apply(&store, (11..=12).map(put));
         assert_eq!(count(&store.chunks), 2);
-        store
-            .apply(&(3..=12).map(delete).collect::<Vec<_>>())
-            .unwrap();
+        apply(&store, (3..=12).map(delete));
         for partition in [&store.chunks, &store.progress, &store.queued] {
             assert_eq!(count(partition), 0);
         }

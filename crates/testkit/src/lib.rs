@@ -357,6 +357,27 @@ impl TestClient {
         }
     }
 
+    /// Sends a QoS 1 PUBLISH and returns the reason code of its PUBACK
+    /// (checked to answer it): how the broker took the message.
+    pub async fn puback_reason(&mut self, topic: &str, payload: &[u8]) -> ReasonCode {
+        let id = self.next_pid().get();
+        self.send(Packet::Publish(publish(
+            topic,
+            payload,
+            QoS::AtLeastOnce,
+            false,
+            id,
+        )))
+        .await;
+        match self.recv().await {
+            Packet::PubAck(a) => {
+                assert_eq!(a.packet_id.get(), id);
+                a.reason
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+
     /// Receives one PUBLISH and acknowledges it as a well-behaved client.
     pub async fn recv_publish(&mut self) -> Publish {
         let p = match self.recv().await {
