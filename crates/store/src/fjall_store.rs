@@ -53,6 +53,83 @@ pub struct FjallStore {
     retained: PartitionHandle,
     /// `None` until the store has been read once.
     index: Mutex<Option<Index>>,
+    journal: Mutex<ActiveJournal>,
+}
+
+/// fjall's active journal, fsynced through a descriptor of our own.
+/// `Keyspace::persist` holds fjall's journal lock through the fsync, and
+/// every batch commit takes that lock: the writer thread would wait out
+/// each fsync instead of writing the next group meanwhile (measured: a
+/// third of each commit cycle). fsync acts on the file, not on the
+/// descriptor, so syncing ours makes whatever fjall handed to the OS
+/// durable.
+///
+/// This leans on fjall's journal layout (2.x, pinned by the lock file and
+/// checked by `the_journal_we_sync_is_the_one_fjall_writes`): journals are
+/// `journals/<id>`, the highest id is the active one, and a rotation syncs
+/// the old journal before it creates `<id + 1>`. So once we follow the
+/// rotations, syncing the newest journal covers every write before it.
+struct ActiveJournal {
+    dir: PathBuf,
+    id: u64,
+    file: Option<std::fs::File>,
+}
+
+impl ActiveJournal {
+    fn open(store: &Path) -> std::io::Result<ActiveJournal> {
+        let dir = store.join("journals");
+        let id = Self::newest(&dir)?;
+        Ok(ActiveJournal {
+            dir,
+            id,
+            file: None,
+        })
+    }
+
+    fn newest(dir: &Path) -> std::io::Result<u64> {
+        let mut newest = None;
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+                newest = newest.max(Some(id));
+            }
+        }
+        newest.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no journal in {}", dir.display()),
+            )
+        })
+    }
+
+    /// Syncs the newest journal: fdatasync, its data and size, which is
+    /// all recovery reads.
+    fn sync(&mut self) -> std::io::Result<()> {
+        while self.dir.join((self.id + 1).to_string()).try_exists()? {
+            self.id += 1;
+            self.file = None;
+        }
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => match std::fs::File::open(self.dir.join(self.id.to_string())) {
+                Ok(file) => file,
+                // Rotated and flushed away since we looked: start over.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.id = Self::newest(&self.dir)?;
+                    std::fs::File::open(self.dir.join(self.id.to_string()))?
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let synced = file.sync_data();
+        self.file = Some(file);
+        synced
+    }
+
+    #[cfg(test)]
+    fn path(&self) -> PathBuf {
+        self.dir.join(self.id.to_string())
+    }
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -235,6 +312,10 @@ impl FjallStore {
             progress: open("progress")?,
             inbound: open("inbound")?,
             retained: open("retained")?,
+            journal: Mutex::new(ActiveJournal::open(path).map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                message: format!("cannot open the journal: {e}"),
+            })?),
             keyspace,
             index: Mutex::new(None),
         };
@@ -616,11 +697,15 @@ fn parse_chunk(value: &Bytes) -> Option<(String, Vec<(u64, Bytes)>)> {
 
 impl Store for FjallStore {
     fn sync(&self) -> Result<(), StoreError> {
-        // fdatasync: the journal's data and size, which is all recovery
-        // reads; no need to also sync its timestamps.
+        // Whatever fjall still buffers goes to the OS under its lock (no
+        // disk wait), then the disk wait happens outside it.
         self.keyspace
-            .persist(PersistMode::SyncData)
-            .map_err(|e| self.err(e))
+            .persist(PersistMode::Buffer)
+            .map_err(|e| self.err(e))?;
+        self.journal.lock().sync().map_err(|e| StoreError::Io {
+            path: self.path.display().to_string(),
+            message: format!("cannot sync the journal: {e}"),
+        })
     }
 
     fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
@@ -940,6 +1025,50 @@ mod tests {
                 }
             })
             .sum()
+    }
+
+    #[test]
+    fn the_journal_we_sync_is_the_one_fjall_writes() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let journals = dir.path().join("journals");
+        // A 1 MiB memtable: fjall rotates its journal with it, so 8 MiB of
+        // writes go through several journals.
+        let store = FjallStore::open_sized(dir.path(), 24 * MIB, MIB as u32).unwrap();
+        let holds = |path: &Path, needle: &[u8]| {
+            std::fs::read(path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        };
+        let (mut seen, mut checked) = (HashSet::new(), 0);
+        for seq in 0..128u64 {
+            let before = ActiveJournal::newest(&journals).unwrap();
+            let marker = format!("<message {seq:04}>");
+            store
+                .apply(&[Op::PutQueued {
+                    client_id: "c".into(),
+                    seq,
+                    record: Bytes::from(marker.repeat(64 * 1024 / marker.len())),
+                }])
+                .unwrap();
+            // `sync` followed fjall to its newest journal...
+            let synced = store.journal.lock().path();
+            let newest = ActiveJournal::newest(&journals).unwrap();
+            assert_eq!(synced, journals.join(newest.to_string()));
+            seen.insert(newest);
+            // ...which holds the write, unless a rotation (which syncs
+            // the journal it seals) came after it.
+            if newest == before {
+                assert!(
+                    holds(&synced, marker.as_bytes()),
+                    "{synced:?} lacks {marker}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(seen.len() >= 3, "{seen:?}");
+        assert!(checked >= 100, "{checked}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Group commit, in two threads. The writer thread writes batches to the
 //! store (to the OS, not yet the disk); the sync thread makes them durable
 //! (fsync) and says so. Batches that arrive while an fsync runs are
-//! prepared meanwhile (the engine's journal lock holds the write itself
-//! until the fsync ends) and made durable together by the next one: many
-//! messages from many connections share one fsync, and preparing a batch
+//! written meanwhile (the fjall store syncs its journal outside the
+//! engine's lock) and made durable together by the next one: many
+//! messages from many connections share one fsync, and writing a batch
 //! does not wait for the disk.
 //!
 //! Submitting returns a sequence number; the `durable` watch says up to
