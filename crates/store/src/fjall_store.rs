@@ -1,7 +1,7 @@
 //! The embedded-engine store: fjall, an LSM tree with a write-ahead
-//! journal. One partition per kind of record; every `write` is one atomic
-//! batch handed to the OS, `sync` makes the journal durable (`SyncData`,
-//! fdatasync). Compaction is fjall's own, in the background; deleted
+//! journal. One partition for every kind of record (see [`Kind`]); every
+//! `write` is one atomic batch handed to the OS, `sync` makes the journal
+//! durable (fdatasync, see [`ActiveJournal`]). Compaction is fjall's own, in the background; deleted
 //! records are dropped by it.
 //!
 //! Queued messages are written in chunks. Every message one write queues
@@ -32,12 +32,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use fjall::{Batch, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use fjall::{Batch, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
 use parking_lot::Mutex;
 
 use crate::{client_key, client_prefix, split_client_key, Loaded, Op, Store, StoreError};
 
-const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+/// fjall counts a journal at its preallocated 32 MiB at least, stalls
+/// writes for 500 ms past 90% of this limit and flushes to free journals
+/// past 50%: room for two sealed journals whose memtable is being flushed
+/// before a write waits.
+const JOURNAL_BYTES: u64 = 96 * 1024 * 1024;
 const MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
 /// First byte of a chunk's value.
 const CHUNK_FORMAT: u8 = 1;
@@ -45,12 +49,14 @@ const CHUNK_FORMAT: u8 = 1;
 pub struct FjallStore {
     path: PathBuf,
     keyspace: Keyspace,
-    sessions: PartitionHandle,
-    queued: PartitionHandle,
-    chunks: PartitionHandle,
-    progress: PartitionHandle,
-    inbound: PartitionHandle,
-    retained: PartitionHandle,
+    /// The one partition everything lives in, and its kinds of record.
+    state: PartitionHandle,
+    sessions: Kind,
+    queued: Kind,
+    chunks: Kind,
+    progress: Kind,
+    inbound: Kind,
+    retained: Kind,
     /// `None` until the store has been read once.
     index: Mutex<Option<Index>>,
     journal: Mutex<ActiveJournal>,
@@ -138,6 +144,107 @@ impl std::fmt::Debug for FjallStore {
             .field("path", &self.path)
             .finish()
     }
+}
+
+/// One kind of record: a key prefix in the store's single partition.
+///
+/// One partition, not one per kind: fjall seals its journal whenever a
+/// partition's memtable fills, and may delete a sealed journal only once
+/// every partition with writes in it has flushed them. A partition of
+/// rare small writes (sessions, say) never fills its memtable, so it kept
+/// every sealed journal of the busy one until fjall's monitor forced it
+/// out; by then the journals had reached the limit that stalls every
+/// write for 500 ms. A single partition flushes as one: a sealed journal
+/// goes as soon as its memtable is on disk.
+#[derive(Clone)]
+struct Kind {
+    tree: PartitionHandle,
+    prefix: u8,
+}
+
+/// A key as stored, read without its kind's prefix.
+struct Key(Slice);
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.get(1..).unwrap_or_default()
+    }
+}
+
+impl Kind {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(1 + key.len());
+        full.push(self.prefix);
+        full.extend_from_slice(key);
+        full
+    }
+
+    fn insert(&self, batch: &mut Batch, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        batch.insert(&self.tree, self.key(key.as_ref()), value.as_ref());
+    }
+
+    fn remove(&self, batch: &mut Batch, key: impl AsRef<[u8]>) {
+        batch.remove(&self.tree, self.key(key.as_ref()));
+    }
+
+    /// Records whose key (without the kind's prefix) starts with `start`.
+    fn prefix(&self, start: &[u8]) -> impl Iterator<Item = fjall::Result<(Key, Slice)>> {
+        self.tree
+            .prefix(self.key(start))
+            .map(|item| item.map(|(k, v)| (Key(k), v)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = fjall::Result<(Key, Slice)>> {
+        self.prefix(&[])
+    }
+}
+
+/// The partition, and the prefix of each kind; the names are also those
+/// of the partitions each kind had before (see `migrate`).
+const STATE: &str = "state";
+const KINDS: [(&str, u8); 6] = [
+    ("sessions", b's'),
+    ("queued", b'q'),
+    ("chunks", b'c'),
+    ("progress", b'p'),
+    ("inbound", b'i'),
+    ("retained", b'r'),
+];
+
+/// Moves the records of a store written with a partition per kind into
+/// the single one, a kind at a time, and drops the old partitions. Safe
+/// to repeat: a crash midway leaves an old partition that the next open
+/// copies again, and nothing else writes before every one is gone.
+fn migrate(keyspace: &Keyspace, state: &PartitionHandle) -> fjall::Result<()> {
+    /// Committed in parts: an old store may hold gigabytes.
+    const PART_BYTES: usize = 16 * 1024 * 1024;
+    for (name, prefix) in KINDS {
+        if !keyspace.partition_exists(name) {
+            continue;
+        }
+        let old = keyspace.open_partition(name, PartitionCreateOptions::default())?;
+        let (mut batch, mut bytes, mut records) = (keyspace.batch(), 0, 0u64);
+        for item in old.iter() {
+            let (key, value) = item?;
+            bytes += key.len() + value.len();
+            records += 1;
+            let mut full = Vec::with_capacity(1 + key.len());
+            full.push(prefix);
+            full.extend_from_slice(&key);
+            batch.insert(state, full, value);
+            if bytes >= PART_BYTES {
+                std::mem::replace(&mut batch, keyspace.batch()).commit()?;
+                bytes = 0;
+            }
+        }
+        batch.commit()?;
+        keyspace.persist(PersistMode::SyncAll)?;
+        keyspace.delete_partition(old)?;
+        tracing::info!("store: moved {records} records of {name} into the {STATE} partition");
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -296,22 +403,27 @@ impl FjallStore {
             .max_journaling_size(journal)
             .open()
             .map_err(err)?;
-        let open = |name: &str| {
-            keyspace
-                .open_partition(
-                    name,
-                    PartitionCreateOptions::default().max_memtable_size(memtable),
-                )
-                .map_err(err)
-        };
+        let state = keyspace
+            .open_partition(
+                STATE,
+                PartitionCreateOptions::default().max_memtable_size(memtable),
+            )
+            .map_err(err)?;
+        migrate(&keyspace, &state).map_err(err)?;
+        let [sessions, queued, chunks, progress, inbound, retained] =
+            KINDS.map(|(_, prefix)| Kind {
+                tree: state.clone(),
+                prefix,
+            });
         let store = FjallStore {
             path: path.to_path_buf(),
-            sessions: open("sessions")?,
-            queued: open("queued")?,
-            chunks: open("chunks")?,
-            progress: open("progress")?,
-            inbound: open("inbound")?,
-            retained: open("retained")?,
+            sessions,
+            queued,
+            chunks,
+            progress,
+            inbound,
+            retained,
+            state,
             journal: Mutex::new(ActiveJournal::open(path).map_err(|e| StoreError::Io {
                 path: path.display().to_string(),
                 message: format!("cannot open the journal: {e}"),
@@ -322,7 +434,7 @@ impl FjallStore {
         // The GC watermark starts at 0 on every open and moves at the 50th
         // snapshot close (see `write`): get there now.
         for _ in 0..50 {
-            drop(store.chunks.snapshot());
+            drop(store.state.snapshot());
         }
         Ok(store)
     }
@@ -468,7 +580,8 @@ impl FjallStore {
             let mut batch = self.batch();
             for id in dead {
                 if id & ORPHAN != 0 {
-                    batch.remove(&self.progress, (id & !ORPHAN).to_be_bytes());
+                    self.progress
+                        .remove(&mut batch, (id & !ORPHAN).to_be_bytes());
                 } else {
                     self.remove_chunk(&mut index, &mut batch, id);
                 }
@@ -491,9 +604,9 @@ impl FjallStore {
         let Some(chunk) = index.chunks.remove(&id) else {
             return;
         };
-        batch.remove(&self.chunks, id.to_be_bytes());
+        self.chunks.remove(batch, id.to_be_bytes());
         if chunk.progress {
-            batch.remove(&self.progress, id.to_be_bytes());
+            self.progress.remove(batch, id.to_be_bytes());
         }
         if let Some(entries) = index.clients.get_mut(&chunk.client) {
             if let Some(at) = entries.chunks.iter().position(|&c| c == id) {
@@ -568,7 +681,8 @@ impl FjallStore {
             .get_mut(client_id)
             .and_then(|own| own.records.remove(&seq));
         if record.is_some() {
-            batch.remove(&self.queued, client_key(client_id, &seq.to_be_bytes()));
+            self.queued
+                .remove(batch, client_key(client_id, &seq.to_be_bytes()));
         }
         let Some((id, i)) = index.find(client_id, seq) else {
             // Not written yet (unless a record of its own was all it had):
@@ -598,20 +712,21 @@ impl FjallStore {
         batch: &mut Batch,
         client_id: &Arc<str>,
     ) -> Result<(), StoreError> {
-        batch.remove(&self.sessions, client_id.as_bytes());
+        self.sessions.remove(batch, client_id.as_bytes());
         let prefix = client_prefix(client_id);
         // Also reaches records the index does not know of.
         for partition in [&self.queued, &self.inbound] {
             for item in partition.prefix(&prefix) {
                 let (key, _) = item.map_err(|e| self.err(e))?;
-                batch.remove(partition, key);
+                partition.remove(batch, &*key);
             }
         }
         let Some(entries) = index.clients.remove(client_id) else {
             return Ok(());
         };
         for (seq, put) in entries.records {
-            batch.remove(&self.queued, client_key(client_id, &seq.to_be_bytes()));
+            self.queued
+                .remove(batch, client_key(client_id, &seq.to_be_bytes()));
             if !put {
                 index.early.insert(seq);
             }
@@ -742,7 +857,8 @@ impl FjallStore {
         for op in ops {
             match op {
                 Op::PutSession { client_id, record } => {
-                    batch.insert(&self.sessions, client_id.as_bytes(), &record[..]);
+                    self.sessions
+                        .insert(&mut batch, client_id.as_bytes(), &record[..]);
                 }
                 Op::DeleteSession { client_id } => {
                     self.delete_session(index, &mut batch, client_id)?;
@@ -773,8 +889,8 @@ impl FjallStore {
                         }
                         pending.touched.push(id);
                     } else {
-                        batch.insert(
-                            &self.queued,
+                        self.queued.insert(
+                            &mut batch,
                             client_key(client_id, &seq.to_be_bytes()),
                             &record[..],
                         );
@@ -789,8 +905,8 @@ impl FjallStore {
                     client_id,
                     packet_id,
                 } => {
-                    batch.insert(
-                        &self.inbound,
+                    self.inbound.insert(
+                        &mut batch,
                         client_key(client_id, &packet_id.to_be_bytes()),
                         [],
                     );
@@ -799,16 +915,14 @@ impl FjallStore {
                     client_id,
                     packet_id,
                 } => {
-                    batch.remove(
-                        &self.inbound,
-                        client_key(client_id, &packet_id.to_be_bytes()),
-                    );
+                    self.inbound
+                        .remove(&mut batch, client_key(client_id, &packet_id.to_be_bytes()));
                 }
                 Op::PutRetained { topic, record } => {
-                    batch.insert(&self.retained, &topic[..], &record[..]);
+                    self.retained.insert(&mut batch, &topic[..], &record[..]);
                 }
                 Op::DeleteRetained { topic } => {
-                    batch.remove(&self.retained, &topic[..]);
+                    self.retained.remove(&mut batch, &topic[..]);
                 }
             }
         }
@@ -816,7 +930,8 @@ impl FjallStore {
         pending.touched.dedup();
         for id in &pending.touched {
             if let Some(chunk) = index.chunks.get_mut(id) {
-                batch.insert(&self.progress, id.to_be_bytes(), encode_progress(chunk));
+                self.progress
+                    .insert(&mut batch, id.to_be_bytes(), encode_progress(chunk));
                 chunk.progress = true;
             }
         }
@@ -824,7 +939,7 @@ impl FjallStore {
         // not written at all.
         for (id, value) in pending.values {
             if index.chunks.contains_key(&id) {
-                batch.insert(&self.chunks, id.to_be_bytes(), value);
+                self.chunks.insert(&mut batch, id.to_be_bytes(), value);
             }
         }
         batch.commit().map_err(|e| self.err(e))?;
@@ -835,7 +950,7 @@ impl FjallStore {
         // every version, and on reaching the last level drop the deletion
         // but keep the chunk under it. A snapshot opened and closed per
         // write keeps the watermark about 50 writes behind.
-        drop(self.chunks.snapshot());
+        drop(self.state.snapshot());
         Ok(())
     }
 }
@@ -866,8 +981,8 @@ mod tests {
         store.apply(&ops.collect::<Vec<_>>()).unwrap();
     }
 
-    fn count(partition: &PartitionHandle) -> usize {
-        partition.iter().count()
+    fn count(kind: &Kind) -> usize {
+        kind.iter().count()
     }
 
     #[test]
@@ -1075,9 +1190,8 @@ mod tests {
     fn disk_use_stays_bounded_under_a_steady_stream() {
         const MIB: u64 = 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        // The smallest journal limit fjall takes and a small memtable, so
-        // the stream is several times the journal limit.
-        let store = FjallStore::open_sized(dir.path(), 24 * MIB, MIB as u32).unwrap();
+        // A small memtable, so that the stream fills many.
+        let store = FjallStore::open_sized(dir.path(), JOURNAL_BYTES, MIB as u32).unwrap();
         // Incompressible, as fjall compresses what it flushes: each record
         // a different stretch of random bytes.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -1096,7 +1210,7 @@ mod tests {
             pool.slice(at..at + 200)
         };
         let batch = 500;
-        let mut peak = 0;
+        let (mut peak, mut journals) = (0, 0);
         // 600 rounds of 500 messages of 200 bytes: 63 MB through the
         // store (written, not synced: durability is not the point here),
         // each round delivering the one before. Without the deliveries the
@@ -1112,11 +1226,23 @@ mod tests {
             if round > 0 {
                 ops.extend((0..batch).map(|i| delete((round - 1) * batch + i)));
             }
+            // And a small record of another kind (as progress records
+            // are): with a partition per kind, its partition never filled
+            // its memtable and kept each sealed journal on disk until
+            // fjall's monitor forced it out.
+            ops.push(Op::PutSession {
+                client_id: "c".into(),
+                record: Bytes::from(round.to_string()),
+            });
             store.write(&ops).unwrap();
             if round % 20 == 19 {
                 peak = peak.max(allocated(dir.path()));
+                journals = journals.max(store.keyspace.journal_count());
             }
         }
+        eprintln!("peak {peak} journals {journals}");
+        // The active journal and those whose memtable is being flushed.
+        assert!(journals <= 3, "{journals} journals");
         // Journals up to their limit, sealed memtables being flushed, and
         // segments compaction has yet to merge: a bound well below what
         // went through.
@@ -1125,15 +1251,79 @@ mod tests {
     }
 
     #[test]
+    fn a_store_with_a_partition_per_kind_moves_into_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (now, before) = (dir.path().join("now"), dir.path().join("before"));
+        let mut ops = vec![Op::PutSession {
+            client_id: "c".into(),
+            record: Bytes::from_static(b"session"),
+        }];
+        ops.extend((1..=10).map(put));
+        let expected = {
+            let store = FjallStore::open(&now).unwrap();
+            store.apply(&ops).unwrap();
+            store
+                .apply(&[
+                    delete(1),
+                    Op::UpdateQueued {
+                        client_id: "c".into(),
+                        seq: 3,
+                        record: Bytes::from_static(b"sent"),
+                    },
+                    Op::UpdateQueued {
+                        client_id: "c".into(),
+                        seq: 20,
+                        record: Bytes::from_static(b"early"),
+                    },
+                    Op::PutInbound {
+                        client_id: "c".into(),
+                        packet_id: 7,
+                    },
+                    Op::PutRetained {
+                        topic: Bytes::from_static(b"a/b"),
+                        record: Bytes::from_static(b"retained"),
+                    },
+                ])
+                .unwrap();
+            store.load().unwrap()
+        };
+        assert_eq!(expected.queued.len(), 10);
+        // The same records laid out as before: a partition per kind.
+        {
+            let keyspace = Config::new(&now).open().unwrap();
+            let state = keyspace
+                .open_partition(STATE, PartitionCreateOptions::default())
+                .unwrap();
+            let old = Config::new(&before).open().unwrap();
+            for item in state.iter() {
+                let (key, value) = item.unwrap();
+                let (name, _) = KINDS.iter().find(|(_, p)| *p == key[0]).unwrap();
+                let partition = old
+                    .open_partition(name, PartitionCreateOptions::default())
+                    .unwrap();
+                partition.insert(&key[1..], value).unwrap();
+            }
+            old.persist(PersistMode::SyncAll).unwrap();
+            assert_eq!(old.partition_count(), 6);
+        }
+        for _ in 0..2 {
+            let store = FjallStore::open(&before).unwrap();
+            assert_eq!(store.load().unwrap(), expected);
+            assert_eq!(store.keyspace.partition_count(), 1);
+            assert!(store.keyspace.partition_exists(STATE));
+        }
+    }
+
+    #[test]
     fn a_corrupt_chunk_is_an_error_naming_the_store() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = FjallStore::open(dir.path()).unwrap();
             store.apply(&[put(1)]).unwrap();
-            store
-                .chunks
-                .insert(9u64.to_be_bytes(), [CHUNK_FORMAT, 0, 9, b'x'])
-                .unwrap();
+            let mut batch = store.batch();
+            let chunk = [CHUNK_FORMAT, 0, 9, b'x'];
+            store.chunks.insert(&mut batch, 9u64.to_be_bytes(), chunk);
+            batch.commit().unwrap();
         }
         let store = FjallStore::open(dir.path()).unwrap();
         let err = store.load().unwrap_err().to_string();
