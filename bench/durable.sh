@@ -87,6 +87,10 @@ max_inflight_messages 100"
     echo $!
 }
 
+# Jiffies the hypervisor gave to others (all CPUs): on a shared VM the
+# host's other guests move both sides, so each run reports its share.
+steal_jiffies() { awk '/^cpu /{print $9}' /proc/stat; }
+
 acked_rate() {
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["acked"] / max(s["seconds"], 1e-9)) if s.get("lost_acked") is None and s["errors"] == 0 else "failed")'
 }
@@ -108,13 +112,17 @@ main() {
                 pid=$(start "$name" "$dir" "$port")
                 wait_port "$port" "$pid" >/dev/null
                 mosquitto_sub -h 127.0.0.1 -p "$port" -i away -c -q 1 -t 'durable/#' -E
+                local steal0 started steal
+                steal0=$(steal_jiffies) started=$(date +%s.%N)
                 # Every message is acknowledged only once stored (ferrymq-on):
                 # -L with no --duration times the whole stream.
                 rate=$(taskset -c "$LOAD_CORE" "$FERRYMQ" bench pub -h 127.0.0.1 -p "$port" --threads 1 \
                     -c "$publishers" -F "$window" -t 'durable/%i' -q 1 -s 16 -L "$per" --warmup 0 --json --quiet |
                     acked_rate)
-                echo "{\"round\":$round,\"scenario\":\"$scenario\",\"broker\":\"$name\",\"acked_per_second\":\"$rate\"}" >>"$OUT/results.jsonl"
-                log "round $round, $publishers publishers x $window in flight: $name: $rate acknowledged msg/s into an offline session"
+                # Percent of the two cores' time stolen during the run.
+                steal=$(python3 -c "import sys; print(round(($(steal_jiffies) - $steal0) / 100 / (2 * ($(date +%s.%N) - $started)) * 100, 1))")
+                echo "{\"round\":$round,\"scenario\":\"$scenario\",\"broker\":\"$name\",\"acked_per_second\":\"$rate\",\"steal_percent\":$steal}" >>"$OUT/results.jsonl"
+                log "round $round, $publishers publishers x $window in flight: $name: $rate acknowledged msg/s into an offline session (steal ${steal}%)"
                 if [[ $name == ferrymq-on && -z $measured_restart ]]; then
                     measured_restart=1
                     # Restart with the queue full, then drain it and keep going.
@@ -169,6 +177,17 @@ for sc in scenarios:
             print(f"| {names[k]} | {med[k]:,.0f} ({min(rates[k]):,}–{max(rates[k]):,}) |")
     if "ferrymq-on" in med and "ferrymq-off" in med:
         print(f"\ndurable ÷ in-memory: {med['ferrymq-on'] / med['ferrymq-off']:.2f}×")
+        # Paired within a round (the runs minutes apart share the host's mood).
+        by_round = {}
+        for r in rows:
+            if r.get("scenario") == sc and r["acked_per_second"] != "failed":
+                by_round.setdefault(r["round"], {})[r["broker"]] = int(r["acked_per_second"])
+        paired = [b["ferrymq-on"] / b["ferrymq-off"] for b in by_round.values()
+                  if "ferrymq-on" in b and "ferrymq-off" in b]
+        print("per round: " + ", ".join(f"{x:.2f}×" for x in paired))
+    steals = [r["steal_percent"] for r in rows if r.get("scenario") == sc and "steal_percent" in r]
+    if steals:
+        print(f"CPU stolen by the host during the runs: {min(steals)}–{max(steals)}%")
     if "ferrymq-on" in med and "mosquitto" in med:
         print(f"ferrymq durable ÷ Mosquitto: {med['ferrymq-on'] / med['mosquitto']:.2f}×")
 print()
