@@ -100,6 +100,7 @@ main() {
     (cd "$ROOT" && cargo build --release -q -p ferrymq)
     FERRYMQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferrymq"
     log "results in $OUT"
+    : >"$OUT/results.jsonl"
     local measured_restart=""
     for round in $(seq 1 "$ROUNDS"); do
         for scenario in $SCENARIOS; do
