@@ -194,6 +194,8 @@ async fn retain_handling_0_1_2() {
     let b = TestBroker::start().await;
     let mut p = b.client_v5("p", true).await;
     p.publish("rh", b"r", QoS::AtMostOnce, true).await;
+    // Retained before anyone subscribes: otherwise it may arrive live.
+    p.sync().await;
     let mut c = b.client_v5("c", true).await;
     let opts = |rh| SubscriptionOptions {
         retain_handling: rh,

@@ -115,6 +115,13 @@ impl ActiveJournal {
             self.id += 1;
             self.file = None;
         }
+        // Gone: fjall deletes sealed journals oldest first, so ours and the
+        // next were both sealed, flushed and deleted since we looked.
+        // Syncing our descriptor of the deleted file would sync nothing.
+        if !self.dir.join(self.id.to_string()).try_exists()? {
+            self.id = Self::newest(&self.dir)?;
+            self.file = None;
+        }
         let file = match self.file.take() {
             Some(file) => file,
             None => match std::fs::File::open(self.dir.join(self.id.to_string())) {
@@ -213,37 +220,82 @@ const KINDS: [(&str, u8); 6] = [
     ("retained", b'r'),
 ];
 
-/// Moves the records of a store written with a partition per kind into
-/// the single one, a kind at a time, and drops the old partitions. Safe
-/// to repeat: a crash midway leaves an old partition that the next open
-/// copies again, and nothing else writes before every one is gone.
-fn migrate(keyspace: &Keyspace, state: &PartitionHandle) -> fjall::Result<()> {
-    /// Committed in parts: an old store may hold gigabytes.
-    const PART_BYTES: usize = 16 * 1024 * 1024;
+/// Key of the record in `state` saying the old partitions were copied.
+/// No kind's prefix is 0.
+const MIGRATED: &[u8] = b"\0migrated";
+
+/// Copies the records of a store written with a partition per kind into
+/// the single one, in one batch, and marks it done. Safe to repeat until
+/// the mark is written: a crash midway copies again at the next open, and
+/// nothing else writes before. The old partitions stay on disk, unread:
+/// fjall's flush worker panics on a partition deleted while one of its
+/// flushes is in flight, and nothing tells from outside when none is.
+///
+/// Only up to `limit` bytes of records: one batch
+/// keeps the journal rotations to one, where copying in parts rotated a
+/// journal per part while the old partitions, whose recovered memtables
+/// fjall may leave unflushed, held every sealed one, until fjall halted
+/// all writes for good. A larger store is refused with a clear error.
+fn migrate(
+    keyspace: &Keyspace,
+    state: &PartitionHandle,
+    path: &Path,
+    limit: u64,
+) -> Result<(), StoreError> {
+    let err = |source| StoreError::Engine {
+        path: path.display().to_string(),
+        source,
+    };
+    if state.contains_key(MIGRATED).map_err(err)? {
+        return Ok(());
+    }
+    let mut old = Vec::new();
     for (name, prefix) in KINDS {
-        if !keyspace.partition_exists(name) {
-            continue;
+        if keyspace.partition_exists(name) {
+            let partition = keyspace
+                .open_partition(name, PartitionCreateOptions::default())
+                .map_err(err)?;
+            old.push((name, prefix, partition));
         }
-        let old = keyspace.open_partition(name, PartitionCreateOptions::default())?;
-        let (mut batch, mut bytes, mut records) = (keyspace.batch(), 0, 0u64);
-        for item in old.iter() {
-            let (key, value) = item?;
-            bytes += key.len() + value.len();
-            records += 1;
+    }
+    if old.is_empty() {
+        return Ok(());
+    }
+    let refuse = || StoreError::Io {
+        path: path.display().to_string(),
+        message: format!(
+            "written by an earlier ferrymq (a partition per kind of record) and \
+             holding more than {} MB; this version moves such a store into its \
+             layout at start-up only up to that: drain it with the earlier \
+             version, or move the directory aside to start fresh",
+            limit / 1_000_000
+        ),
+    };
+    let (mut batch, mut moved, mut bytes) = (keyspace.batch(), Vec::new(), 0u64);
+    for (name, prefix, partition) in &old {
+        let mut records = 0u64;
+        for item in partition.iter() {
+            let (key, value) = item.map_err(err)?;
+            bytes += (key.len() + value.len()) as u64;
+            if bytes > limit {
+                return Err(refuse());
+            }
             let mut full = Vec::with_capacity(1 + key.len());
-            full.push(prefix);
+            full.push(*prefix);
             full.extend_from_slice(&key);
             batch.insert(state, full, value);
-            if bytes >= PART_BYTES {
-                std::mem::replace(&mut batch, keyspace.batch()).commit()?;
-                bytes = 0;
-            }
+            records += 1;
         }
-        batch.commit()?;
-        keyspace.persist(PersistMode::SyncAll)?;
-        keyspace.delete_partition(old)?;
-        tracing::info!("store: moved {records} records of {name} into the {STATE} partition");
+        moved.push(format!("{records} {name}"));
     }
+    batch.insert(state, MIGRATED, []);
+    batch.commit().map_err(err)?;
+    keyspace.persist(PersistMode::SyncAll).map_err(err)?;
+    tracing::info!(
+        "store: moved the records of the earlier layout into the {STATE} partition ({}); \
+         the old partitions stay on disk, unused",
+        moved.join(", ")
+    );
     Ok(())
 }
 
@@ -409,7 +461,7 @@ impl FjallStore {
                 PartitionCreateOptions::default().max_memtable_size(memtable),
             )
             .map_err(err)?;
-        migrate(&keyspace, &state).map_err(err)?;
+        migrate(&keyspace, &state, path, u64::from(memtable) * 4)?;
         let [sessions, queued, chunks, progress, inbound, retained] =
             KINDS.map(|(_, prefix)| Kind {
                 tree: state.clone(),
@@ -1143,6 +1195,35 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_we_sync_follows_rotations_and_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let create = |id: u64| std::fs::write(dir.path().join(id.to_string()), b"j").unwrap();
+        let delete = |id: u64| std::fs::remove_file(dir.path().join(id.to_string())).unwrap();
+        create(3);
+        create(4);
+        let mut journal = ActiveJournal {
+            dir: dir.path().to_path_buf(),
+            id: ActiveJournal::newest(dir.path()).unwrap(),
+            file: None,
+        };
+        journal.sync().unwrap();
+        assert_eq!(journal.id, 4);
+        // Two rotations, the old journals deleted oldest first, between
+        // two syncs: the one we hold and the next are both gone.
+        create(5);
+        create(6);
+        delete(3);
+        delete(4);
+        delete(5);
+        journal.sync().unwrap();
+        assert_eq!(journal.path(), dir.path().join("6"));
+        // One rotation, the old one still there.
+        create(7);
+        journal.sync().unwrap();
+        assert_eq!(journal.id, 7);
+    }
+
+    #[test]
     fn the_journal_we_sync_is_the_one_fjall_writes() {
         const MIB: u64 = 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
@@ -1167,18 +1248,20 @@ mod tests {
                     record: Bytes::from(marker.repeat(64 * 1024 / marker.len())),
                 }])
                 .unwrap();
-            // `sync` followed fjall to its newest journal...
-            let synced = store.journal.lock().path();
-            let newest = ActiveJournal::newest(&journals).unwrap();
-            assert_eq!(synced, journals.join(newest.to_string()));
-            seen.insert(newest);
-            // ...which holds the write, unless a rotation (which syncs
-            // the journal it seals) came after it.
-            if newest == before {
-                assert!(
-                    holds(&synced, marker.as_bytes()),
-                    "{synced:?} lacks {marker}"
-                );
+            // `sync` followed fjall's rotations up to its own start (fjall's
+            // monitor may rotate again at any time)...
+            let synced = store.journal.lock().id;
+            let after = ActiveJournal::newest(&journals).unwrap();
+            assert!(
+                before <= synced && synced <= after,
+                "{before} {synced} {after}"
+            );
+            seen.insert(synced);
+            // ...and the journal it synced holds the write, unless a
+            // rotation (which syncs the journal it seals) came after it.
+            if after == before {
+                let path = journals.join(synced.to_string());
+                assert!(holds(&path, marker.as_bytes()), "{path:?} lacks {marker}");
                 checked += 1;
             }
         }
@@ -1241,8 +1324,9 @@ mod tests {
             }
         }
         eprintln!("peak {peak} journals {journals}");
-        // The active journal and those whose memtable is being flushed.
-        assert!(journals <= 3, "{journals} journals");
+        // The active journal and those whose memtable is being flushed
+        // (fjall halts writes past four sealed ones of 32 MiB).
+        assert!(journals <= 5, "{journals} journals");
         // Journals up to their limit, sealed memtables being flushed, and
         // segments compaction has yet to merge: a bound well below what
         // went through.
@@ -1306,12 +1390,75 @@ mod tests {
             old.persist(PersistMode::SyncAll).unwrap();
             assert_eq!(old.partition_count(), 6);
         }
-        for _ in 0..2 {
+        {
             let store = FjallStore::open(&before).unwrap();
             assert_eq!(store.load().unwrap(), expected);
-            assert_eq!(store.keyspace.partition_count(), 1);
-            assert!(store.keyspace.partition_exists(STATE));
+            // Written after the move: the next open must not copy again.
+            store.apply(&[delete(2)]).unwrap();
         }
+        let store = FjallStore::open(&before).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.queued.len(), expected.queued.len() - 1);
+        assert!(loaded.queued.iter().all(|q| q.1 != 2));
+        assert_eq!(loaded.sessions, expected.sessions);
+    }
+
+    /// A store in the earlier layout: `chunks` chunks of 128 messages of
+    /// 1,000 bytes (the last ones only in the journal) and a session.
+    fn old_layout(path: &Path, chunks: u64) {
+        let keyspace = Config::new(path).open().unwrap();
+        let options = || PartitionCreateOptions::default().max_memtable_size(1 << 20);
+        let partition = keyspace.open_partition("chunks", options()).unwrap();
+        let sessions = keyspace.open_partition("sessions", options()).unwrap();
+        sessions.insert("c", "session").unwrap();
+        let record = vec![b'm'; 1000];
+        for id in 0..chunks {
+            let mut value = vec![CHUNK_FORMAT, 0, 1, b'c'];
+            for i in 0..128u64 {
+                value.extend_from_slice(&(id * 128 + i).to_be_bytes());
+                value.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                value.extend_from_slice(&record);
+            }
+            partition.insert(id.to_be_bytes(), value).unwrap();
+        }
+        keyspace.persist(PersistMode::SyncAll).unwrap();
+    }
+
+    /// Opens the store at `path` with 1 MiB memtables (so moves up to 4
+    /// MiB), on a thread: an open that hangs fails the test.
+    fn open_bounded(path: &Path) -> Result<Loaded, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let loaded = FjallStore::open_sized(&path, JOURNAL_BYTES, 1 << 20)
+                .and_then(|store| store.load())
+                .map_err(|e| e.to_string());
+            let _ = tx.send(loaded);
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the open finishes")
+    }
+
+    #[test]
+    fn a_store_in_the_earlier_layout_moves_or_is_refused_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 MB: moved, in bounded time.
+        old_layout(&dir.path().join("small"), 24);
+        let loaded = open_bounded(&dir.path().join("small")).unwrap();
+        assert_eq!(loaded.sessions.len(), 1);
+        assert_eq!(loaded.queued.len(), 24 * 128);
+        assert_eq!(loaded.max_seq, 24 * 128 - 1);
+        // 12 MB: refused, naming the store and what to do; left intact.
+        let large = dir.path().join("large");
+        old_layout(&large, 96);
+        let err = open_bounded(&large).unwrap_err();
+        assert!(err.contains(&large.display().to_string()), "{err}");
+        assert!(err.contains("move the directory aside"), "{err}");
+        let keyspace = Config::new(&large).open().unwrap();
+        let chunks = keyspace
+            .open_partition("chunks", PartitionCreateOptions::default())
+            .unwrap();
+        assert_eq!(chunks.iter().count(), 96);
     }
 
     #[test]
