@@ -188,8 +188,9 @@ impl Kind {
         full
     }
 
-    fn insert(&self, batch: &mut Batch, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        batch.insert(&self.tree, self.key(key.as_ref()), value.as_ref());
+    /// `value` moves into the batch where it can (a chunk's `Vec`).
+    fn insert(&self, batch: &mut Batch, key: impl AsRef<[u8]>, value: impl Into<fjall::UserValue>) {
+        batch.insert(&self.tree, self.key(key.as_ref()), value);
     }
 
     fn remove(&self, batch: &mut Batch, key: impl AsRef<[u8]>) {
