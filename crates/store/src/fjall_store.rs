@@ -1198,15 +1198,13 @@ mod tests {
     #[test]
     fn the_journal_we_sync_follows_rotations_and_deletions() {
         let dir = tempfile::tempdir().unwrap();
-        let create = |id: u64| std::fs::write(dir.path().join(id.to_string()), b"j").unwrap();
-        let delete = |id: u64| std::fs::remove_file(dir.path().join(id.to_string())).unwrap();
+        let journals = dir.path().join("journals");
+        std::fs::create_dir(&journals).unwrap();
+        let create = |id: u64| std::fs::write(journals.join(id.to_string()), b"j").unwrap();
+        let delete = |id: u64| std::fs::remove_file(journals.join(id.to_string())).unwrap();
         create(3);
         create(4);
-        let mut journal = ActiveJournal {
-            dir: dir.path().to_path_buf(),
-            id: ActiveJournal::newest(dir.path()).unwrap(),
-            file: None,
-        };
+        let mut journal = ActiveJournal::open(dir.path()).unwrap();
         journal.sync().unwrap();
         assert_eq!(journal.id, 4);
         // Two rotations, the old journals deleted oldest first, between
@@ -1217,7 +1215,7 @@ mod tests {
         delete(4);
         delete(5);
         journal.sync().unwrap();
-        assert_eq!(journal.path(), dir.path().join("6"));
+        assert_eq!(journal.path(), journals.join("6"));
         // One rotation, the old one still there.
         create(7);
         journal.sync().unwrap();
