@@ -1,8 +1,8 @@
 //! The embedded-engine store: fjall, an LSM tree with a write-ahead
 //! journal. One partition for every kind of record (see [`Kind`]); every
 //! `write` is one atomic batch handed to the OS, `sync` makes the journal
-//! durable (fdatasync, see [`ActiveJournal`]). Compaction is fjall's own, in the background; deleted
-//! records are dropped by it.
+//! durable (fdatasync). Compaction is fjall's own, in the background;
+//! deleted records are dropped by it.
 //!
 //! Queued messages are written in chunks. Every message one write queues
 //! for one client goes into a single value of the `chunks` partition, so a
@@ -59,90 +59,6 @@ pub struct FjallStore {
     retained: Kind,
     /// `None` until the store has been read once.
     index: Mutex<Option<Index>>,
-    journal: Mutex<ActiveJournal>,
-}
-
-/// fjall's active journal, fsynced through a descriptor of our own.
-/// `Keyspace::persist` holds fjall's journal lock through the fsync, and
-/// every batch commit takes that lock: the writer thread would wait out
-/// each fsync instead of writing the next group meanwhile (measured: a
-/// third of each commit cycle). fsync acts on the file, not on the
-/// descriptor, so syncing ours makes whatever fjall handed to the OS
-/// durable.
-///
-/// This leans on fjall's journal layout (2.x, pinned by the lock file and
-/// checked by `the_journal_we_sync_is_the_one_fjall_writes`): journals are
-/// `journals/<id>`, the highest id is the active one, and a rotation syncs
-/// the old journal before it creates `<id + 1>`. So once we follow the
-/// rotations, syncing the newest journal covers every write before it.
-struct ActiveJournal {
-    dir: PathBuf,
-    id: u64,
-    file: Option<std::fs::File>,
-}
-
-impl ActiveJournal {
-    fn open(store: &Path) -> std::io::Result<ActiveJournal> {
-        let dir = store.join("journals");
-        let id = Self::newest(&dir)?;
-        Ok(ActiveJournal {
-            dir,
-            id,
-            file: None,
-        })
-    }
-
-    fn newest(dir: &Path) -> std::io::Result<u64> {
-        let mut newest = None;
-        for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            if let Some(id) = name.to_str().and_then(|n| n.parse::<u64>().ok()) {
-                newest = newest.max(Some(id));
-            }
-        }
-        newest.ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no journal in {}", dir.display()),
-            )
-        })
-    }
-
-    /// Syncs the newest journal: fdatasync, its data and size, which is
-    /// all recovery reads.
-    fn sync(&mut self) -> std::io::Result<()> {
-        while self.dir.join((self.id + 1).to_string()).try_exists()? {
-            self.id += 1;
-            self.file = None;
-        }
-        // Gone: fjall deletes sealed journals oldest first, so ours and the
-        // next were both sealed, flushed and deleted since we looked.
-        // Syncing our descriptor of the deleted file would sync nothing.
-        if !self.dir.join(self.id.to_string()).try_exists()? {
-            self.id = Self::newest(&self.dir)?;
-            self.file = None;
-        }
-        let file = match self.file.take() {
-            Some(file) => file,
-            None => match std::fs::File::open(self.dir.join(self.id.to_string())) {
-                Ok(file) => file,
-                // Rotated and flushed away since we looked: start over.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.id = Self::newest(&self.dir)?;
-                    std::fs::File::open(self.dir.join(self.id.to_string()))?
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        let synced = file.sync_data();
-        self.file = Some(file);
-        synced
-    }
-
-    #[cfg(test)]
-    fn path(&self) -> PathBuf {
-        self.dir.join(self.id.to_string())
-    }
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -498,10 +414,6 @@ impl FjallStore {
             inbound,
             retained,
             state,
-            journal: Mutex::new(ActiveJournal::open(path).map_err(|e| StoreError::Io {
-                path: path.display().to_string(),
-                message: format!("cannot open the journal: {e}"),
-            })?),
             keyspace,
             index: Mutex::new(None),
         };
@@ -886,15 +798,11 @@ fn parse_chunk(value: &Bytes) -> Option<(String, Vec<(u64, Bytes)>)> {
 
 impl Store for FjallStore {
     fn sync(&self) -> Result<(), StoreError> {
-        // Whatever fjall still buffers goes to the OS under its lock (no
-        // disk wait), then the disk wait happens outside it.
+        // fjall holds its journal lock through the fsync, which would stop
+        // a concurrent writer; the writer is the thread that syncs.
         self.keyspace
-            .persist(PersistMode::Buffer)
-            .map_err(|e| self.err(e))?;
-        self.journal.lock().sync().map_err(|e| StoreError::Io {
-            path: self.path.display().to_string(),
-            message: format!("cannot sync the journal: {e}"),
-        })
+            .persist(PersistMode::SyncData)
+            .map_err(|e| self.err(e))
     }
 
     fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
@@ -1245,79 +1153,6 @@ mod tests {
                 }
             })
             .sum()
-    }
-
-    #[test]
-    fn the_journal_we_sync_follows_rotations_and_deletions() {
-        let dir = tempfile::tempdir().unwrap();
-        let journals = dir.path().join("journals");
-        std::fs::create_dir(&journals).unwrap();
-        let create = |id: u64| std::fs::write(journals.join(id.to_string()), b"j").unwrap();
-        let delete = |id: u64| std::fs::remove_file(journals.join(id.to_string())).unwrap();
-        create(3);
-        create(4);
-        let mut journal = ActiveJournal::open(dir.path()).unwrap();
-        journal.sync().unwrap();
-        assert_eq!(journal.id, 4);
-        // Two rotations, the old journals deleted oldest first, between
-        // two syncs: the one we hold and the next are both gone.
-        create(5);
-        create(6);
-        delete(3);
-        delete(4);
-        delete(5);
-        journal.sync().unwrap();
-        assert_eq!(journal.path(), journals.join("6"));
-        // One rotation, the old one still there.
-        create(7);
-        journal.sync().unwrap();
-        assert_eq!(journal.id, 7);
-    }
-
-    #[test]
-    fn the_journal_we_sync_is_the_one_fjall_writes() {
-        const MIB: u64 = 1024 * 1024;
-        let dir = tempfile::tempdir().unwrap();
-        let journals = dir.path().join("journals");
-        // A 1 MiB memtable: fjall rotates its journal with it, so 8 MiB of
-        // writes go through several journals.
-        let store = FjallStore::open_sized(dir.path(), 24 * MIB, MIB as u32).unwrap();
-        let holds = |path: &Path, needle: &[u8]| {
-            std::fs::read(path)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-        };
-        let (mut seen, mut checked) = (HashSet::new(), 0);
-        for seq in 0..128u64 {
-            let before = ActiveJournal::newest(&journals).unwrap();
-            let marker = format!("<message {seq:04}>");
-            store
-                .apply(&[Op::PutQueued {
-                    client_id: "c".into(),
-                    seq,
-                    record: Bytes::from(marker.repeat(64 * 1024 / marker.len())),
-                }])
-                .unwrap();
-            // `sync` followed fjall's rotations up to its own start (fjall's
-            // monitor may rotate again at any time)...
-            let synced = store.journal.lock().id;
-            let after = ActiveJournal::newest(&journals).unwrap();
-            assert!(
-                before <= synced && synced <= after,
-                "{before} {synced} {after}"
-            );
-            seen.insert(synced);
-            // ...and the journal it synced holds the write, unless a
-            // rotation (which syncs the journal it seals) came after it.
-            if after == before {
-                let path = journals.join(synced.to_string());
-                assert!(holds(&path, marker.as_bytes()), "{path:?} lacks {marker}");
-                checked += 1;
-            }
-        }
-        assert!(seen.len() >= 3, "{seen:?}");
-        assert!(checked >= 100, "{checked}");
     }
 
     #[test]

@@ -1,33 +1,38 @@
-//! Group commit, in two threads. The writer thread writes batches to the
-//! store (to the OS, not yet the disk); the sync thread makes them durable
-//! (fsync) and says so. Batches that arrive while an fsync runs are
-//! written meanwhile (the fjall store syncs its journal outside the
-//! engine's lock) and made durable together by the next one: many
-//! messages from many connections share one fsync, and writing a batch
-//! does not wait for the disk.
+//! Group commit, in one thread: it takes every batch submitted since its
+//! last fsync, writes them to the store together (to the OS), fsyncs once
+//! and says so. Batches submitted while it fsyncs wait in the channel and
+//! share the next fsync: many messages from many connections share one
+//! fsync.
+//!
+//! One thread rather than a writer and a syncer that overlap: on a busy
+//! core every hand-off between them was a context switch, and a writer
+//! woken per submission preempted the connections' thread thousands of
+//! times a second. Measured on two cores with the broker on one, one
+//! thread gave 10–35% more acknowledged messages a second for 25% less
+//! CPU, although writing a group no longer overlaps the previous fsync.
 //!
 //! Submitting returns a sequence number; the `durable` watch says up to
 //! which number everything is on disk. Numbers are handed out under the
-//! same lock as the channel send, so the writer sees them in order.
+//! same lock as the channel send, so the thread sees them in order.
 
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::error;
 
 use crate::{Op, Store};
 
-/// Ops applied per fsync at most; more wait for the next one.
+/// Ops written per fsync at most; more wait for the next one.
 const MAX_OPS_PER_COMMIT: usize = 64 * 1024;
 /// Spent batches kept for reuse, and the largest capacity kept.
 const SPARE_BATCHES: usize = 64;
 const SPARE_CAPACITY: usize = 4096;
 
 /// Emptied batches, handed back to submitters: a batch allocated on a
-/// connection's thread and freed on the writer's costs glibc more than
+/// connection's thread and freed on the store's costs glibc more than
 /// the writes themselves (large allocations consolidate the free lists).
 type Spare = Arc<Mutex<Vec<Vec<Op>>>>;
 
@@ -59,13 +64,14 @@ pub const COMMIT_BUCKETS_MICROS: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 
-/// Commit counters for metrics. Written by the sync thread once per
+/// Commit counters for metrics. Written by the store thread once per
 /// commit (not per op), read by the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub commits: std::sync::atomic::AtomicU64,
     pub ops: std::sync::atomic::AtomicU64,
-    /// Sum of commit times (the fsync that makes a group durable).
+    /// Sum of commit times (writing a group and the fsync that makes it
+    /// durable).
     pub commit_micros: std::sync::atomic::AtomicU64,
     /// Commits per latency bucket (not cumulative): index `i` counts
     /// commits up to `COMMIT_BUCKETS_MICROS[i]`, the last one the rest.
@@ -141,32 +147,25 @@ impl WriterHandle {
 pub struct Writer;
 
 impl Writer {
-    /// Starts the writer and sync threads for `store`. With a non-zero
-    /// `window`, the sync thread waits that long after it sees a write
-    /// before it fsyncs, so that more writes share the fsync (fewer fsyncs,
-    /// longer waits for acknowledgements); with zero, an fsync starts as
-    /// soon as the previous one ends and whatever was written meanwhile
-    /// shares it.
+    /// Starts the store's thread for `store`. With a non-zero `window`,
+    /// it waits that long after the first write it sees before it
+    /// fsyncs, so that more writes share the fsync (fewer fsyncs, longer
+    /// waits for acknowledgements); with zero, an fsync starts as soon as
+    /// the previous one ends and whatever was submitted meanwhile shares
+    /// it.
     pub fn spawn(store: Arc<dyn Store>, window: Duration) -> WriterHandle {
         let (tx, rx) = mpsc::channel::<(u64, Vec<Op>)>();
         let (durable_tx, durable) = watch::channel(0u64);
         let stats = Arc::new(Stats::default());
         let spare = Spare::default();
-        let handoff = Arc::new(Handoff::default());
         let spawned = {
-            let (store, spare, handoff) = (store.clone(), spare.clone(), handoff.clone());
+            let (stats, spare) = (stats.clone(), spare.clone());
             std::thread::Builder::new()
                 .name("ferrymq-store".into())
-                .spawn(move || write(&*store, &rx, &spare, &handoff))
-        }
-        .and_then(|_| {
-            let stats = stats.clone();
-            std::thread::Builder::new()
-                .name("ferrymq-sync".into())
-                .spawn(move || sync(&*store, &handoff, &durable_tx, &stats, window))
-        });
+                .spawn(move || run(&*store, &rx, &spare, durable_tx, &stats, window))
+        };
         if let Err(e) = spawned {
-            error!("cannot start the store threads: {e}");
+            error!("cannot start the store thread: {e}");
         }
         WriterHandle {
             sender: Arc::new(Mutex::new(Sender { next: 0, tx })),
@@ -174,30 +173,6 @@ impl Writer {
             stats,
             spare,
         }
-    }
-}
-
-/// What the writer thread has written, for the sync thread.
-#[derive(Default)]
-struct Handoff {
-    state: Mutex<Written>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct Written {
-    /// Every submission up to this number is written.
-    seq: u64,
-    /// Ops written since the last sync took the count.
-    ops: u64,
-    /// The writer thread has stopped.
-    done: bool,
-}
-
-impl Handoff {
-    fn publish(&self, update: impl FnOnce(&mut Written)) {
-        update(&mut self.state.lock());
-        self.ready.notify_one();
     }
 }
 
@@ -210,83 +185,63 @@ fn recycle(spare: &Spare, mut batch: Vec<Op>) {
     }
 }
 
-/// Tells the sync thread the writer has stopped, however it stops (a
-/// panic included), so that it syncs what was written and ends.
-struct Done<'a>(&'a Handoff);
-
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        self.0.publish(|w| w.done = true);
-    }
+/// Moves the ops of `batch` into `ops` and keeps its allocation.
+fn take(ops: &mut Vec<Op>, spare: &Spare, mut batch: Vec<Op>) {
+    ops.append(&mut batch);
+    recycle(spare, batch);
 }
 
-fn write(store: &dyn Store, rx: &mpsc::Receiver<(u64, Vec<Op>)>, spare: &Spare, handoff: &Handoff) {
-    let _done = Done(handoff);
+fn run(
+    store: &dyn Store,
+    rx: &mpsc::Receiver<(u64, Vec<Op>)>,
+    spare: &Spare,
+    durable: watch::Sender<u64>,
+    stats: &Stats,
+    window: Duration,
+) {
     let mut ops = Vec::new();
-    let recycle = |batch| recycle(spare, batch);
-    while let Ok((mut last, mut first)) = rx.recv() {
+    // Ends when every handle is gone; whatever was submitted was synced
+    // by then, since every pass ends with an fsync.
+    while let Ok((mut last, first)) = rx.recv() {
         ops.clear();
-        ops.append(&mut first);
-        recycle(first);
+        take(&mut ops, spare, first);
+        if !window.is_zero() {
+            // The commit window: a deliberate wait, for more writes.
+            let until = Instant::now() + window;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok((seq, batch)) => {
+                        last = seq;
+                        take(&mut ops, spare, batch);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // Everything queued by now shares the fsync, up to a bound, so
+        // that a stream faster than the disk still gets acknowledged.
         while ops.len() < MAX_OPS_PER_COMMIT {
             match rx.try_recv() {
-                Ok((seq, mut more)) => {
+                Ok((seq, batch)) => {
                     last = seq;
-                    ops.append(&mut more);
-                    recycle(more);
+                    take(&mut ops, spare, batch);
                 }
                 Err(_) => break,
             }
         }
-        if let Err(e) = store.write(&ops) {
-            // Poisoned, loudly: nothing after this point is acknowledged.
-            error!("store write failed, no further acknowledgements will be sent: {e}");
-            handoff.publish(|w| w.done = true);
+        let started = Instant::now();
+        let committed = store.write(&ops).and_then(|()| store.sync());
+        if let Err(e) = committed {
+            // Poisoned, loudly: nothing after this point is acknowledged,
+            // and the waiters learn it (the watch closes).
+            error!("store commit failed, no further acknowledgements will be sent: {e}");
+            drop(durable);
             for (_, _) in rx.iter() {}
             return;
         }
-        let count = ops.len() as u64;
-        handoff.publish(|w| {
-            w.seq = last;
-            w.ops += count;
-        });
-    }
-}
-
-fn sync(
-    store: &dyn Store,
-    handoff: &Handoff,
-    durable: &watch::Sender<u64>,
-    stats: &Stats,
-    window: Duration,
-) {
-    let mut synced = 0;
-    loop {
-        let (target, ops) = {
-            let mut w = handoff.state.lock();
-            while w.seq == synced && !w.done {
-                handoff.ready.wait(&mut w);
-            }
-            if w.seq == synced {
-                return;
-            }
-            if !window.is_zero() && !w.done {
-                // The commit window: a deliberate wait, for more writes.
-                let until = Instant::now() + window;
-                while !w.done && !handoff.ready.wait_until(&mut w, until).timed_out() {}
-            }
-            (w.seq, std::mem::take(&mut w.ops))
-        };
-        // Everything up to `target` was written before this sync began.
-        let started = Instant::now();
-        if let Err(e) = store.sync() {
-            error!("store sync failed, no further acknowledgements will be sent: {e}");
-            return;
-        }
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        stats.record_commit(micros, ops);
-        synced = target;
-        durable.send_replace(target);
+        stats.record_commit(micros, ops.len() as u64);
+        durable.send_replace(last);
     }
 }
 
