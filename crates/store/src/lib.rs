@@ -310,6 +310,84 @@ mod tests {
         assert!(queued(store).is_empty());
     }
 
+    /// One client's id, the same `Arc`, many times in one write, between
+    /// updates and deletions of its messages and other clients' messages:
+    /// what a connection's batch looks like when a stream fans into one
+    /// session (the fjall store takes a short cut for it). Returns what
+    /// the store should hold afterwards.
+    pub(crate) fn one_client_many_times_in_a_write(store: &dyn Store) -> Vec<(String, u64, Bytes)> {
+        let [a, b, c, d]: [Arc<str>; 4] = ["a".into(), "b".into(), "c".into(), "d".into()];
+        let put = |client: &Arc<str>, seq, record: &'static [u8]| Op::PutQueued {
+            client_id: client.clone(),
+            seq,
+            record: Bytes::from_static(record),
+        };
+        let update = |client: &Arc<str>, seq, record: &'static [u8]| Op::UpdateQueued {
+            client_id: client.clone(),
+            seq,
+            record: Bytes::from_static(record),
+        };
+        let delete = |client: &Arc<str>, seq| Op::DeleteQueued {
+            client_id: client.clone(),
+            seq,
+        };
+        store
+            .apply(&[update(&a, 3, b"sent"), update(&a, 7, b"sent")])
+            .unwrap();
+        store
+            .apply(&[
+                put(&c, 20, b"q"),
+                put(&c, 21, b"q"),
+                put(&a, 1, b"q"),
+                put(&b, 10, b"q"),
+                put(&a, 3, b"q"),
+                put(&a, 4, b"q"),
+                put(&a, 7, b"q"),
+                put(&c, 22, b"q"),
+                update(&c, 20, b"sent"),
+                put(&c, 23, b"q"),
+                delete(&c, 21),
+                put(&c, 24, b"q"),
+                update(&a, 5, b"sent"),
+                put(&a, 5, b"q"),
+                put(&d, 30, b"q"),
+                put(&d, 31, b"q"),
+                delete(&d, 30),
+                delete(&d, 31),
+                put(&d, 32, b"q"),
+                put(&d, 33, b"q"),
+                Op::DeleteSession {
+                    client_id: b.clone(),
+                },
+                put(&b, 11, b"q"),
+                put(&b, 12, b"q"),
+            ])
+            .unwrap();
+        let mut expected: Vec<(String, u64, Bytes)> = [
+            ("a", 1, &b"q"[..]),
+            ("a", 3, b"sent"),
+            ("a", 4, b"q"),
+            ("a", 5, b"sent"),
+            ("a", 7, b"sent"),
+            ("b", 11, b"q"),
+            ("b", 12, b"q"),
+            ("c", 20, b"sent"),
+            ("c", 22, b"q"),
+            ("c", 23, b"q"),
+            ("c", 24, b"q"),
+            ("d", 32, b"q"),
+            ("d", 33, b"q"),
+        ]
+        .into_iter()
+        .map(|(client, seq, record)| (client.to_string(), seq, Bytes::from_static(record)))
+        .collect();
+        expected.sort();
+        let mut got = queued(store);
+        got.sort();
+        assert_eq!(got, expected);
+        expected
+    }
+
     /// New numbers after a restart must start above everything the store
     /// still holds, delivered messages' leftovers included.
     pub(crate) fn max_seq_covers_delivered_messages(store: &dyn Store) {
@@ -388,6 +466,7 @@ mod tests {
     fn memory_store_keeps_the_contract() {
         contract(&MemoryStore::default());
         late_puts_are_stale(&MemoryStore::default());
+        one_client_many_times_in_a_write(&MemoryStore::default());
         queues_follow_their_writes(&MemoryStore::default());
         max_seq_covers_delivered_messages(&MemoryStore::default());
     }
