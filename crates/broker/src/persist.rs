@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrymq_codec::{
-    decode, encode, Packet, Protocol, Publish, QoS, RetainHandling, SubscriptionOptions,
+    decode, encode_publish, Packet, Protocol, PublishRef, QoS, RetainHandling, SubscriptionOptions,
 };
 use ferrymq_store::{Loaded, Op, WriterHandle};
 use tracing::{info, warn};
@@ -122,9 +122,13 @@ fn unix_ms(at: Instant, now: Instant) -> u64 {
             const { std::cell::Cell::new(None) };
     }
     let (mono, wall) = CLOCKS.with(|clocks| match clocks.get() {
+        // `now` is never before a reading taken on this thread, but for a
+        // reading taken after `now` was (a caller's `now` is a little old).
         Some((mono, wall))
-            if now.saturating_duration_since(mono) < Duration::from_millis(100)
-                && mono.saturating_duration_since(now) < Duration::from_millis(100) =>
+            if now
+                .checked_duration_since(mono)
+                .unwrap_or_else(|| mono - now)
+                < Duration::from_millis(100) =>
         {
             (mono, wall)
         }
@@ -139,10 +143,9 @@ fn unix_ms(at: Instant, now: Instant) -> u64 {
             read
         }
     });
-    let ms = if at >= mono {
-        wall + (at - mono)
-    } else {
-        wall.saturating_sub(mono - at)
+    let ms = match at.checked_duration_since(mono) {
+        Some(after) => wall + after,
+        None => wall.saturating_sub(mono - at),
     };
     ms.as_millis() as u64
 }
@@ -161,18 +164,18 @@ fn instant_from_unix_ms(ms: u64, now: Instant) -> Instant {
 }
 
 fn encode_message(message: &Message, out: &mut BytesMut) {
-    let publish = Publish {
+    let publish = PublishRef {
         dup: false,
         qos: message.qos,
         retain: message.retain,
-        topic: message.topic.clone(),
+        topic: &message.topic,
         packet_id: (message.qos != QoS::AtMostOnce).then_some(NonZeroU16::MIN),
-        properties: message.properties.clone(),
-        payload: message.payload.clone(),
+        properties: &message.properties,
+        payload: &message.payload,
     };
     // Only a message too large for any packet can fail, and such a message
     // could not have been received.
-    let _ = encode(&Packet::Publish(publish), Protocol::V5, out);
+    let _ = encode_publish(&publish, Protocol::V5, out);
 }
 
 fn decode_message(buf: &mut BytesMut, received: Instant) -> Option<Message> {

@@ -510,8 +510,10 @@ impl Connection {
         let Some(p) = &broker.persist else {
             return;
         };
+        // Read once: the watch's lock per acknowledgement showed.
+        let durable = p.writer.durable_seq();
         while let Some((seq, _)) = self.pending_acks.front() {
-            if !p.writer.is_durable(*seq) {
+            if *seq > durable {
                 break;
             }
             if let Some((_, ack)) = self.pending_acks.pop_front() {

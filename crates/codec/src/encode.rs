@@ -18,7 +18,7 @@ pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Result
     // Most of the traffic (PUBLISH, its acknowledgements, pings) takes a
     // straight path without the generic dispatch (twice) over every type.
     let result = match packet {
-        Packet::Publish(p) => publish(p, v5, buf),
+        Packet::Publish(p) => publish(&p.borrowed(), v5, buf),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r)
             if !v5 || (r.reason == ReasonCode::Success && r.properties.is_empty()) =>
         {
@@ -52,7 +52,7 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
     buf.reserve(total);
     let ptype = packet.packet_type();
     let flags = match packet {
-        Packet::Publish(p) => publish_flags(p),
+        Packet::Publish(p) => publish_flags(&p.borrowed()),
         _ => ptype.required_flags(),
     };
     buf.put_u8(((ptype as u8) << 4) | flags);
@@ -70,7 +70,7 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
                 properties(&c.properties, buf)?;
             }
         }
-        Packet::Publish(p) => publish_body(p, v5, buf)?,
+        Packet::Publish(p) => publish_body(&p.borrowed(), v5, buf)?,
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             buf.put_u16(r.packet_id.get());
             reason_tail(v5, r.reason, &r.properties, buf)?;
@@ -136,7 +136,22 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
 
 /// A whole PUBLISH: what `encode_inner` does for it, minus the dispatch.
 #[inline]
-fn publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<usize, Error> {
+/// Appends a PUBLISH made of borrowed parts (see [`PublishRef`]) and
+/// returns its size; on error `buf` is left as it was.
+pub fn encode_publish(
+    p: &PublishRef<'_>,
+    protocol: Protocol,
+    buf: &mut BytesMut,
+) -> Result<usize, Error> {
+    let start = buf.len();
+    let result = publish(p, protocol.is_v5(), buf);
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+fn publish(p: &PublishRef<'_>, v5: bool, buf: &mut BytesMut) -> Result<usize, Error> {
     let remaining = publish_remaining_len(p, v5)?;
     let total = 1 + varint::len(remaining as u32) + remaining;
     buf.reserve(total);
@@ -147,28 +162,28 @@ fn publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<usize, Error> {
 }
 
 #[inline]
-fn publish_flags(p: &Publish) -> u8 {
+fn publish_flags(p: &PublishRef<'_>) -> u8 {
     (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
 }
 
 #[inline(always)]
-fn publish_body(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), Error> {
+fn publish_body(p: &PublishRef<'_>, v5: bool, buf: &mut BytesMut) -> Result<(), Error> {
     mqtt_string(p.topic.as_mqtt_string(), buf)?;
     if let Some(id) = p.packet_id {
         buf.put_u16(id.get());
     }
     if v5 {
-        properties(&p.properties, buf)?;
+        properties(p.properties, buf)?;
     }
-    buf.put_slice(&p.payload);
+    buf.put_slice(p.payload);
     Ok(())
 }
 
 /// Checked against the Variable Byte Integer maximum.
 #[inline]
-fn publish_remaining_len(p: &Publish, v5: bool) -> Result<usize, Error> {
+fn publish_remaining_len(p: &PublishRef<'_>, v5: bool) -> Result<usize, Error> {
     let props = if v5 {
-        properties_field_len(&p.properties)?
+        properties_field_len(p.properties)?
     } else {
         0
     };
@@ -374,7 +389,7 @@ fn remaining_len(packet: &Packet, v5: bool) -> Result<usize, Error> {
             len
         }
         Packet::ConnAck(c) => 2 + props(&c.properties)?,
-        Packet::Publish(p) => publish_remaining_len(p, v5)?,
+        Packet::Publish(p) => publish_remaining_len(&p.borrowed(), v5)?,
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             2 + reason_tail_len(v5, r.reason, &r.properties)?
         }

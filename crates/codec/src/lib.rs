@@ -26,7 +26,7 @@ pub mod types;
 pub mod varint;
 
 pub use decode::{decode, FixedHeader};
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_publish, encoded_len};
 pub use error::Error;
 pub use packet::*;
 pub use property::{Properties, Property};

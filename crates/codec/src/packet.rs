@@ -169,6 +169,34 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// A PUBLISH whose parts are borrowed, for encoding what is held in
+/// another shape (a stored message) without cloning it into a [`Publish`].
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a TopicName,
+    /// Present exactly when `qos` is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    pub properties: &'a Properties,
+    pub payload: &'a [u8],
+}
+
+impl Publish {
+    pub fn borrowed(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubResponse {

@@ -122,3 +122,23 @@ proptest! {
             ids[..n].to_vec());
     }
 }
+
+proptest! {
+    /// A PUBLISH encoded from borrowed parts is the same bytes as the
+    /// packet it borrows from, for both protocol versions.
+    #[test]
+    fn a_borrowed_publish_encodes_as_the_packet(
+        p in packet(V5, PacketType::Publish),
+        v5 in proptest::bool::ANY,
+    ) {
+        let Packet::Publish(publish) = &p else {
+            unreachable!()
+        };
+        let protocol = if v5 { V5 } else { Protocol::V3_1_1 };
+        let (mut whole, mut parts) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+        let a = ferrymq_codec::encode(&p, protocol, &mut whole);
+        let b = ferrymq_codec::encode_publish(&publish.borrowed(), protocol, &mut parts);
+        prop_assert_eq!(a.is_ok(), b.is_ok());
+        prop_assert_eq!(whole, parts);
+    }
+}

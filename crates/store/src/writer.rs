@@ -126,7 +126,12 @@ impl WriterHandle {
     }
 
     pub fn is_durable(&self, seq: u64) -> bool {
-        *self.durable.borrow() >= seq
+        self.durable_seq() >= seq
+    }
+
+    /// The highest durable sequence number.
+    pub fn durable_seq(&self) -> u64 {
+        *self.durable.borrow()
     }
 
     /// Waits until `seq` is durable: false if it never will be (the store
