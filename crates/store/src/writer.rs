@@ -211,7 +211,6 @@ fn run(
     // Ends when every handle is gone; whatever was submitted was synced
     // by then, since every pass ends with an fsync.
     while let Ok((mut last, first)) = rx.recv() {
-        ops.clear();
         take(&mut ops, spare, first);
         if !window.is_zero() {
             // The commit window: a deliberate wait, for more writes.
@@ -249,6 +248,9 @@ fn run(
         }
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.record_commit(micros, ops.len() as u64);
+        // Before the announcement: the records share their allocations
+        // with the connections' record buffers, free them while idle.
+        ops.clear();
         durable.send_replace(last);
     }
 }
