@@ -134,8 +134,6 @@ fn encode_inner(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) -> Resu
     Ok(total)
 }
 
-/// A whole PUBLISH: what `encode_inner` does for it, minus the dispatch.
-#[inline]
 /// Appends a PUBLISH made of borrowed parts (see [`PublishRef`]) and
 /// returns its size; on error `buf` is left as it was.
 pub fn encode_publish(
@@ -151,6 +149,8 @@ pub fn encode_publish(
     result
 }
 
+/// A whole PUBLISH: what `encode_inner` does for it, minus the dispatch.
+#[inline]
 fn publish(p: &PublishRef<'_>, v5: bool, buf: &mut BytesMut) -> Result<usize, Error> {
     let remaining = publish_remaining_len(p, v5)?;
     let total = 1 + varint::len(remaining as u32) + remaining;

@@ -215,7 +215,10 @@ fn run(
         if !window.is_zero() {
             // The commit window: a deliberate wait, for more writes.
             let until = Instant::now() + window;
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
+            while ops.len() < MAX_OPS_PER_COMMIT {
+                let Some(left) = until.checked_duration_since(Instant::now()) else {
+                    break;
+                };
                 match rx.recv_timeout(left) {
                     Ok((seq, batch)) => {
                         last = seq;
