@@ -104,7 +104,6 @@ impl Kind {
         full
     }
 
-    /// `value` moves into the batch where it can (a chunk's `Vec`).
     fn insert(&self, batch: &mut Batch, key: impl AsRef<[u8]>, value: impl Into<fjall::UserValue>) {
         batch.insert(&self.tree, self.key(key.as_ref()), value);
     }
@@ -197,10 +196,11 @@ fn migrate(
             if bytes > limit {
                 return Err(refuse());
             }
-            let mut full = Vec::with_capacity(1 + key.len());
-            full.push(*prefix);
-            full.extend_from_slice(&key);
-            batch.insert(state, full, value);
+            let kind = Kind {
+                tree: state.clone(),
+                prefix: *prefix,
+            };
+            kind.insert(&mut batch, &*key, value);
             records += 1;
         }
         moved.push(format!("{records} {name}"));
@@ -401,7 +401,7 @@ impl NewChunk<'_> {
             + self
                 .entries
                 .iter()
-                .map(|(_, r)| 12 + r.len())
+                .map(|(_, r)| ENTRY_HEADER + r.len())
                 .sum::<usize>();
         let mut fill = Some(|out: &mut [u8]| {
             let mut out = &mut out[..];
@@ -409,9 +409,7 @@ impl NewChunk<'_> {
             out.put_u16(self.client.len() as u16);
             out.put_slice(self.client.as_bytes());
             for (seq, record) in &self.entries {
-                out.put_u64(*seq);
-                out.put_u32(record.len() as u32);
-                out.put_slice(record);
+                put_entry(&mut out, *seq, record);
             }
         });
         let mut reader = FillOnce(&mut fill, len);
@@ -813,7 +811,11 @@ const PROGRESS_FORMAT: u8 = 1;
 /// A chunk's progress record: the format byte, the number of bitmap words,
 /// the words (little-endian), then its updated records as in a chunk.
 fn encode_progress(chunk: &Chunk) -> Vec<u8> {
-    let updates: usize = chunk.updates.iter().map(|(_, r)| 12 + r.len()).sum();
+    let updates: usize = chunk
+        .updates
+        .iter()
+        .map(|(_, r)| ENTRY_HEADER + r.len())
+        .sum();
     let mut out = Vec::with_capacity(5 + 8 * chunk.gone.len() + updates);
     out.push(PROGRESS_FORMAT);
     out.extend_from_slice(&(chunk.gone.len() as u32).to_be_bytes());
@@ -821,11 +823,20 @@ fn encode_progress(chunk: &Chunk) -> Vec<u8> {
         out.extend_from_slice(&word.to_le_bytes());
     }
     for (seq, record) in &chunk.updates {
-        out.extend_from_slice(&seq.to_be_bytes());
-        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
-        out.extend_from_slice(record);
+        put_entry(&mut out, *seq, record);
     }
     out
+}
+
+/// Bytes before a record in a chunk or progress entry: its number (u64)
+/// and its length (u32).
+const ENTRY_HEADER: usize = 12;
+
+/// One (seq, record) entry as chunks and progress records hold them.
+fn put_entry(out: &mut impl BufMut, seq: u64, record: &[u8]) {
+    out.put_u64(seq);
+    out.put_u32(record.len() as u32);
+    out.put_slice(record);
 }
 
 type Progress = (Vec<u64>, Vec<(u64, Bytes)>);
@@ -849,7 +860,7 @@ fn parse_entries(value: &Bytes, at: usize) -> Option<Vec<(u64, Bytes)>> {
     let mut b = value.get(at..)?;
     let mut entries = Vec::new();
     while b.has_remaining() {
-        if b.remaining() < 12 {
+        if b.remaining() < ENTRY_HEADER {
             return None;
         }
         let seq = b.get_u64();
