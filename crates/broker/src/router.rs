@@ -15,7 +15,7 @@
 //! `matches`) so the inside can change without touching callers.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,30 +25,153 @@ use parking_lot::RwLock;
 /// What a subscriber list holds: anything that knows which subscriber it
 /// belongs to, so a re-subscription replaces instead of adding.
 pub trait Subscriber: Clone {
-    type Key: Eq;
+    type Key: Eq + Hash + Clone;
     fn key(&self) -> &Self::Key;
 }
 
 type Hasher = BuildHasherDefault<ahash::AHasher>;
 
-/// A level trie of wildcard filters.
-struct Node<T> {
+/// A filter's subscribers, as readers get them: cloned under a short read
+/// guard, iterated with no lock held.
+pub type List<T> = Arc<Vec<T>>;
+
+/// Lists longer than this keep a key → position index, so that a
+/// subscription or removal costs O(1) instead of a scan of the list.
+const INDEXED: usize = 16;
+
+/// The subscribers of one filter. An empty list holds no allocation, and
+/// telling it is empty reads no other cache line: a match visits many
+/// nodes whose lists are empty.
+struct SubList<T: Subscriber> {
+    items: Option<List<T>>,
+    index: Option<HashMap<T::Key, usize, Hasher>>,
+}
+
+impl<T: Subscriber> Default for SubList<T> {
+    fn default() -> Self {
+        SubList {
+            items: None,
+            index: None,
+        }
+    }
+}
+
+impl<T: Subscriber> SubList<T> {
+    fn is_empty(&self) -> bool {
+        self.items.is_none()
+    }
+
+    /// The list for readers, if it has anyone.
+    fn get(&self) -> Option<&List<T>> {
+        self.items.as_ref()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().flat_map(|l| l.iter())
+    }
+
+    fn position(&self, key: &T::Key) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.iter().position(|s| s.key() == key),
+        }
+    }
+
+    /// Adds `sub`, or replaces the subscription with its key. Changes the
+    /// list in place unless a reader still holds it (a fan-out under way),
+    /// which costs one copy: N subscribers on one filter cost O(N), not
+    /// the O(N²) of a copy per change.
+    fn insert(&mut self, sub: T) -> bool {
+        let found = self.position(sub.key());
+        let items = Arc::make_mut(self.items.get_or_insert_with(|| Arc::new(Vec::new())));
+        if let Some(existing) = found.and_then(|i| items.get_mut(i)) {
+            *existing = sub;
+            return false;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(sub.key().clone(), items.len());
+        }
+        items.push(sub);
+        if self.index.is_none() && items.len() > INDEXED {
+            let index = items
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.key().clone(), i))
+                .collect();
+            self.index = Some(index);
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &T::Key) -> bool {
+        let Some(i) = self.position(key) else {
+            return false;
+        };
+        let Some(list) = self.items.as_mut() else {
+            return false;
+        };
+        let items = Arc::make_mut(list);
+        if i >= items.len() {
+            return false;
+        }
+        // Order within a list carries no meaning.
+        items.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(key);
+            if let Some(moved) = items.get(i) {
+                index.insert(moved.key().clone(), i);
+            }
+        }
+        if items.len() <= INDEXED / 2 {
+            self.index = None;
+        }
+        if items.is_empty() {
+            self.items = None;
+        }
+        true
+    }
+}
+
+/// A level trie of wildcard filters. Every walk over it is a loop, never a
+/// recursion: a filter's depth is the client's choice.
+struct Node<T: Subscriber> {
     children: HashMap<Box<str>, Node<T>, Hasher>,
     plus: Option<Box<Node<T>>>,
     /// Subscribers whose filter ends at this node.
-    here: Arc<[T]>,
+    here: SubList<T>,
     /// Subscribers whose filter ends with `#` after this node.
-    hash: Arc<[T]>,
+    hash: SubList<T>,
 }
 
-impl<T> Default for Node<T> {
+impl<T: Subscriber> Default for Node<T> {
     fn default() -> Self {
         Node {
             children: HashMap::default(),
             plus: None,
-            here: Arc::from(Vec::new()),
-            hash: Arc::from(Vec::new()),
+            here: SubList::default(),
+            hash: SubList::default(),
         }
+    }
+}
+
+impl<T: Subscriber> Drop for Node<T> {
+    /// Frees the subtree node by node: the derived drop would recurse once
+    /// per level.
+    fn drop(&mut self) {
+        let mut stack: Vec<Node<T>> = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut node) = stack.pop() {
+            take_children(&mut node, &mut stack);
+        }
+    }
+}
+
+fn take_children<T: Subscriber>(node: &mut Node<T>, into: &mut Vec<Node<T>>) {
+    if !node.children.is_empty() {
+        into.extend(std::mem::take(&mut node.children).into_values());
+    }
+    if let Some(plus) = node.plus.take() {
+        into.push(*plus);
     }
 }
 
@@ -60,124 +183,201 @@ impl<T: Subscriber> Node<T> {
             && self.hash.is_empty()
     }
 
-    /// Walks `levels` and returns the list slot at the end of the filter,
-    /// creating nodes on the way.
-    fn slot<'a>(&mut self, mut levels: impl Iterator<Item = &'a str>) -> &mut Arc<[T]> {
-        match levels.next() {
-            None => &mut self.here,
-            Some("#") => &mut self.hash,
-            Some("+") => self.plus.get_or_insert_with(Box::default).slot(levels),
-            Some(level) => self.children.entry(level.into()).or_default().slot(levels),
+    fn child(&self, level: &str) -> Option<&Node<T>> {
+        if level == "+" {
+            self.plus.as_deref()
+        } else {
+            self.children.get(level)
         }
     }
 
-    /// Removes `key` under the filter `levels`, pruning empty nodes.
-    /// Returns whether something was removed.
-    fn remove<'a>(&mut self, mut levels: impl Iterator<Item = &'a str>, key: &T::Key) -> bool {
-        match levels.next() {
-            None => remove_from(&mut self.here, key),
-            Some("#") => remove_from(&mut self.hash, key),
-            Some("+") => {
-                let Some(child) = self.plus.as_mut() else {
-                    return false;
-                };
-                let removed = child.remove(levels, key);
-                if child.is_empty() {
-                    self.plus = None;
-                }
-                removed
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<T>> {
+        if level == "+" {
+            self.plus.as_deref_mut()
+        } else {
+            self.children.get_mut(level)
+        }
+    }
+
+    /// Walks `levels` and returns the list at the end of the filter,
+    /// creating nodes on the way.
+    fn slot<'a>(&mut self, levels: impl Iterator<Item = &'a str>) -> &mut SubList<T> {
+        let mut node = self;
+        for level in levels {
+            node = match level {
+                // Valid filters have `#` last.
+                "#" => return &mut node.hash,
+                "+" => node.plus.get_or_insert_with(Box::default),
+                level => node.children.entry(level.into()).or_default(),
+            };
+        }
+        &mut node.here
+    }
+
+    /// Removes `key` under the filter `levels`, pruning the nodes left
+    /// empty. Returns whether something was removed.
+    fn remove(&mut self, levels: &[&str], key: &T::Key) -> bool {
+        let (path, hash) = match levels.split_last() {
+            Some((&"#", rest)) => (rest, true),
+            _ => (levels, false),
+        };
+        let mut node = &mut *self;
+        for level in path {
+            match node.child_mut(level) {
+                Some(child) => node = child,
+                None => return false,
             }
+        }
+        let list = if hash { &mut node.hash } else { &mut node.here };
+        if !list.remove(key) {
+            return false;
+        }
+        self.prune(path);
+        true
+    }
+
+    /// Cuts off the deepest run of nodes along `path` that hold nothing
+    /// but the path itself, down to an empty last node.
+    fn prune(&mut self, path: &[&str]) {
+        // `cut`: the depth whose node loses its child on the path.
+        let mut cut = None;
+        let mut node = &*self;
+        for (depth, level) in path.iter().enumerate() {
+            let Some(child) = node.child(level) else {
+                return;
+            };
+            let lists_empty = child.here.is_empty() && child.hash.is_empty();
+            let only_path = lists_empty
+                && match path.get(depth + 1) {
+                    None => child.children.is_empty() && child.plus.is_none(),
+                    Some(&"+") => child.children.is_empty(),
+                    Some(next) => {
+                        child.plus.is_none()
+                            && child.children.len() == 1
+                            && child.children.contains_key(*next)
+                    }
+                };
+            if only_path {
+                cut.get_or_insert(depth);
+            } else {
+                cut = None;
+            }
+            node = child;
+        }
+        let Some(depth) = cut else {
+            return;
+        };
+        let mut node = self;
+        for level in path.iter().take(depth) {
+            match node.child_mut(level) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        match path.get(depth) {
+            Some(&"+") => node.plus = None,
             Some(level) => {
-                let Some(child) = self.children.get_mut(level) else {
-                    return false;
-                };
-                let removed = child.remove(levels, key);
-                if child.is_empty() {
-                    self.children.remove(level);
-                }
-                removed
+                node.children.remove(*level);
             }
+            None => {}
         }
     }
 
     /// Calls `f` with every (filter, subscriber) pair under this node, whose
-    /// filter so far is `levels`.
-    fn visit<'a>(&'a self, levels: &mut Vec<&'a str>, f: &mut impl FnMut(&str, &T)) {
-        if !self.here.is_empty() {
-            let filter = levels.join("/");
-            self.here.iter().for_each(|s| f(&filter, s));
-        }
-        if !self.hash.is_empty() {
-            levels.push("#");
-            let filter = levels.join("/");
-            levels.pop();
-            self.hash.iter().for_each(|s| f(&filter, s));
-        }
-        for (level, child) in &self.children {
-            levels.push(level);
-            child.visit(levels, f);
-            levels.pop();
-        }
-        if let Some(plus) = &self.plus {
-            levels.push("+");
-            plus.visit(levels, f);
-            levels.pop();
+    /// filter so far is `prefix`.
+    fn visit<'a>(&'a self, prefix: &mut Vec<&'a str>, f: &mut impl FnMut(&str, &T)) {
+        let mut stack: Vec<(&'a Node<T>, usize, Option<&'a str>)> =
+            vec![(self, prefix.len(), None)];
+        while let Some((node, depth, label)) = stack.pop() {
+            prefix.truncate(depth);
+            prefix.extend(label);
+            if !node.here.is_empty() {
+                let filter = prefix.join("/");
+                node.here.iter().for_each(|s| f(&filter, s));
+            }
+            if !node.hash.is_empty() {
+                prefix.push("#");
+                let filter = prefix.join("/");
+                prefix.pop();
+                node.hash.iter().for_each(|s| f(&filter, s));
+            }
+            for (level, child) in &node.children {
+                stack.push((child, prefix.len(), Some(&**level)));
+            }
+            if let Some(plus) = &node.plus {
+                stack.push((plus, prefix.len(), Some("+")));
+            }
         }
     }
 
     /// Collects the lists of every filter under this node that matches the
-    /// remaining topic `levels`.
-    fn collect(&self, levels: &[&str], out: &mut Vec<Arc<[T]>>) {
-        if !self.hash.is_empty() {
-            // `a/#` matches `a` itself too ([MQTT-4.7.1-2]).
-            out.push(self.hash.clone());
-        }
-        let Some((first, rest)) = levels.split_first() else {
-            if !self.here.is_empty() {
-                out.push(self.here.clone());
+    /// topic `levels`.
+    fn collect(&self, levels: &[&str], out: &mut Vec<List<T>>) {
+        let mut stack: WalkStack<(&Node<T>, usize), 16> = WalkStack::new();
+        stack.push((self, 0));
+        while let Some((node, i)) = stack.pop() {
+            if let Some(list) = node.hash.get() {
+                // `a/#` matches `a` itself too ([MQTT-4.7.1-2]).
+                out.push(list.clone());
             }
-            return;
-        };
-        if let Some(child) = self.children.get(*first) {
-            child.collect(rest, out);
-        }
-        if let Some(plus) = &self.plus {
-            plus.collect(rest, out);
+            match levels.get(i) {
+                None => out.extend(node.here.get().cloned()),
+                Some(level) => {
+                    if let Some(child) = node.children.get(*level) {
+                        stack.push((child, i + 1));
+                    }
+                    if let Some(plus) = &node.plus {
+                        stack.push((plus, i + 1));
+                    }
+                }
+            }
         }
     }
 }
 
-fn insert_into<T: Subscriber>(list: &mut Arc<[T]>, sub: T) -> bool {
-    let mut items: Vec<T> = list.iter().cloned().collect();
-    let added = match items.iter_mut().find(|s| s.key() == sub.key()) {
-        Some(existing) => {
-            *existing = sub;
-            false
-        }
-        None => {
-            items.push(sub);
-            true
-        }
-    };
-    *list = Arc::from(items);
-    added
+/// A stack held in place up to `N` entries, then on the heap: the walk on
+/// the publish path allocates nothing at ordinary depths (it grows by one
+/// entry per level at most), and is not bounded by the thread's stack.
+struct WalkStack<E: Copy, const N: usize> {
+    inline: [Option<E>; N],
+    len: usize,
+    spill: Vec<E>,
 }
 
-fn remove_from<T: Subscriber>(list: &mut Arc<[T]>, key: &T::Key) -> bool {
-    if !list.iter().any(|s| s.key() == key) {
-        return false;
+impl<E: Copy, const N: usize> WalkStack<E, N> {
+    fn new() -> Self {
+        WalkStack {
+            inline: [None; N],
+            len: 0,
+            spill: Vec::new(),
+        }
     }
-    let items: Vec<T> = list.iter().filter(|s| s.key() != key).cloned().collect();
-    *list = Arc::from(items);
-    true
+
+    fn push(&mut self, e: E) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) if self.spill.is_empty() => {
+                *slot = Some(e);
+                self.len += 1;
+            }
+            _ => self.spill.push(e),
+        }
+    }
+
+    fn pop(&mut self) -> Option<E> {
+        if let Some(e) = self.spill.pop() {
+            return Some(e);
+        }
+        self.len = self.len.checked_sub(1)?;
+        self.inline.get_mut(self.len).and_then(Option::take)
+    }
 }
 
 /// A trie of wildcard filters sharing a first level.
 type Shard<T> = Arc<RwLock<Node<T>>>;
 
 /// The topic index.
-pub struct Router<T> {
-    exact: DashMap<Box<str>, Arc<[T]>, Hasher>,
+pub struct Router<T: Subscriber> {
+    exact: DashMap<Box<str>, SubList<T>, Hasher>,
     /// Wildcard filters whose first level is a plain word, keyed by it.
     shards: DashMap<Box<str>, Shard<T>, Hasher>,
     /// Wildcard filters that begin with `+` or `#`.
@@ -185,7 +385,7 @@ pub struct Router<T> {
     count: AtomicUsize,
 }
 
-impl<T> std::fmt::Debug for Router<T> {
+impl<T: Subscriber> std::fmt::Debug for Router<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("subscriptions", &self.count.load(Ordering::Relaxed))
@@ -226,25 +426,25 @@ impl<T: Subscriber> Router<T> {
     /// existing subscription with the same key. Returns true if it is new.
     pub fn subscribe(&self, filter: &str, sub: T) -> bool {
         let added = if !filter.contains(['+', '#']) {
-            let mut list = self
-                .exact
-                .entry(filter.into())
-                .or_insert_with(|| Arc::from(Vec::new()));
-            insert_into(&mut list, sub)
+            let mut list = self.exact.entry(filter.into()).or_default();
+            list.insert(sub)
         } else {
             let mut levels = filter.split('/');
             let first = levels.next().unwrap_or_default();
             if is_wild_level(first) {
                 let mut root = self.root.write();
-                insert_into(root.slot(filter.split('/')), sub)
+                root.slot(filter.split('/')).insert(sub)
             } else {
-                let shard = self
+                // The map's entry stays locked while the shard is written:
+                // an unsubscribe emptying the shard cannot remove it from
+                // the map in between, which would leave this subscription
+                // in a detached shard that no publish reaches.
+                let entry = self
                     .shards
                     .entry(first.into())
-                    .or_insert_with(|| Arc::new(RwLock::new(Node::default())))
-                    .clone();
-                let mut node = shard.write();
-                insert_into(node.slot(levels), sub)
+                    .or_insert_with(|| Arc::new(RwLock::new(Node::default())));
+                let mut node = entry.write();
+                node.slot(levels).insert(sub)
             }
         };
         if added {
@@ -258,23 +458,25 @@ impl<T: Subscriber> Router<T> {
     pub fn unsubscribe(&self, filter: &str, key: &T::Key) -> bool {
         let removed = if !filter.contains(['+', '#']) {
             let removed = match self.exact.get_mut(filter) {
-                Some(mut list) => remove_from(&mut list, key),
+                Some(mut list) => list.remove(key),
                 None => false,
             };
             self.exact.remove_if(filter, |_, list| list.is_empty());
             removed
         } else {
-            let mut levels = filter.split('/');
-            let first = levels.next().unwrap_or_default();
+            let levels: Vec<&str> = filter.split('/').collect();
+            let Some((first, rest)) = levels.split_first() else {
+                return false;
+            };
             if is_wild_level(first) {
-                self.root.write().remove(filter.split('/'), key)
+                self.root.write().remove(&levels, key)
             } else {
-                let Some(shard) = self.shards.get(first).map(|s| s.clone()) else {
+                let Some(shard) = self.shards.get(*first).map(|s| s.clone()) else {
                     return false;
                 };
-                let removed = shard.write().remove(levels, key);
+                let removed = shard.write().remove(rest, key);
                 self.shards
-                    .remove_if(first, |_, shard| shard.read().is_empty());
+                    .remove_if(*first, |_, shard| shard.read().is_empty());
                 removed
             }
         };
@@ -284,14 +486,41 @@ impl<T: Subscriber> Router<T> {
         removed
     }
 
+    /// The subscribers of exactly `filter` (a valid topic filter), if any.
+    pub fn list(&self, filter: &str) -> Option<List<T>> {
+        if !filter.contains(['+', '#']) {
+            return self.exact.get(filter).and_then(|l| l.get().cloned());
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        let (first, rest) = levels.split_first()?;
+        let find = |node: &Node<T>, levels: &[&str]| -> Option<List<T>> {
+            let (path, hash) = match levels.split_last() {
+                Some((&"#", rest)) => (rest, true),
+                _ => (levels, false),
+            };
+            let mut node = node;
+            for level in path {
+                node = node.child(level)?;
+            }
+            if hash { &node.hash } else { &node.here }.get().cloned()
+        };
+        if is_wild_level(first) {
+            find(&self.root.read(), &levels)
+        } else {
+            let shard = self.shards.get(*first).map(|s| s.clone())?;
+            let node = shard.read();
+            find(&node, rest)
+        }
+    }
+
     /// Calls `f` with every (filter, subscriber) pair. For the admin API and
     /// statistics, not the publish path: it takes each shard's read lock in
     /// turn (never two at once), so writers wait at most for one shard.
     pub fn for_each(&self, mut f: impl FnMut(&str, &T)) {
-        let exact: Vec<(Box<str>, Arc<[T]>)> = self
+        let exact: Vec<(Box<str>, List<T>)> = self
             .exact
             .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
+            .filter_map(|e| Some((e.key().clone(), e.value().get()?.clone())))
             .collect();
         for (filter, list) in &exact {
             list.iter().for_each(|s| f(filter, s));
@@ -310,9 +539,9 @@ impl<T: Subscriber> Router<T> {
 
     /// Appends to `out` the subscriber lists of every filter matching
     /// `topic` (a valid, non-empty topic name). No lock is held on return.
-    pub fn matches(&self, topic: &str, out: &mut Vec<Arc<[T]>>) {
+    pub fn matches(&self, topic: &str, out: &mut Vec<List<T>>) {
         if let Some(list) = self.exact.get(topic) {
-            out.push(list.clone());
+            out.extend(list.get().cloned());
         }
         let mut levels = [""; 32];
         let mut n = 0;
@@ -348,6 +577,11 @@ impl<T: Subscriber> Router<T> {
     }
 }
 
+/// The number of levels of a topic name or filter.
+pub fn level_count(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
+}
+
 /// The reference matcher (used for retained messages, and the brute force
 /// the index is property-tested against).
 pub use ferrymq_codec::filter_matches;
@@ -359,6 +593,63 @@ mod tests {
 
     #[derive(Clone, Debug, PartialEq)]
     struct Sub(u32);
+
+    /// A filter of `n` levels.
+    fn deep(n: usize, last: &str) -> String {
+        let mut f = "a/".repeat(n - 1);
+        f.push_str(last);
+        f
+    }
+
+    /// Issue 20, item 0: every walk over levels is a loop. 32,768 levels
+    /// (the most a 65,535-byte filter holds) on a test thread's 2 MiB
+    /// stack: subscribe, match, list, unsubscribe and drop.
+    #[test]
+    fn filters_of_32768_levels_are_walked_without_recursion() {
+        let r = Router::new();
+        let filter = deep(32_768, "#");
+        let plus = deep(32_768, "+");
+        let topic = deep(32_768, "a");
+        assert!(r.subscribe(&filter, Sub(1)));
+        assert!(r.subscribe(&plus, Sub(2)));
+        assert!(r.subscribe(&deep(32_768, "b"), Sub(3)));
+        assert_eq!(matched(&r, &topic), vec![1, 2]);
+        let mut n = 0;
+        r.for_each(|_, _| n += 1);
+        assert_eq!(n, 3);
+        assert!(r.unsubscribe(&filter, &1));
+        assert!(r.unsubscribe(&plus, &2));
+        assert_eq!(matched(&r, &topic), Vec::<u32>::new());
+        // The third is freed with the router, node by node.
+        let root = Router::new();
+        root.subscribe(&format!("+/{filter}"), Sub(4));
+        drop(root);
+        drop(r);
+    }
+
+    #[test]
+    fn long_lists_stay_consistent_through_the_index() {
+        let r = Router::new();
+        for i in 0..100 {
+            assert!(r.subscribe("a/+", Sub(i)));
+            assert!(r.subscribe("a/b", Sub(i)));
+        }
+        assert!(!r.subscribe("a/+", Sub(50)));
+        for i in (0..100).step_by(3) {
+            assert!(r.unsubscribe("a/+", &i));
+            assert!(!r.unsubscribe("a/+", &i));
+        }
+        let expected: Vec<u32> = (0..100).filter(|i| i % 3 != 0).collect();
+        let mut both: Vec<u32> = (0..100).chain(expected.iter().copied()).collect();
+        both.sort_unstable();
+        assert_eq!(matched(&r, "a/b"), both);
+        for i in 0..100 {
+            r.unsubscribe("a/b", &i);
+            r.unsubscribe("a/+", &i);
+        }
+        assert!(r.is_empty());
+        assert!(r.shards.is_empty());
+    }
 
     impl Subscriber for Sub {
         type Key = u32;
@@ -496,5 +787,34 @@ mod tests {
                 prop_assert_eq!(matched(&r, t), expected, "topic {}", t);
             }
         }
+    }
+
+    /// A subscription made while another client removes the last filter of
+    /// the same first level must land in the live index (issue 20, item 6:
+    /// it used to land in a shard already detached from the map).
+    #[test]
+    fn subscribe_racing_the_last_unsubscribe_of_its_shard_stays_matched() {
+        let r = Arc::new(Router::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (r, stop) = (r.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    r.subscribe("x/#", Sub(2));
+                    r.unsubscribe("x/#", &2);
+                }
+            })
+        };
+        let mut lost = 0;
+        for _ in 0..20_000 {
+            r.subscribe("x/+/y", Sub(1));
+            if !matched(&r, "x/a/y").contains(&1) {
+                lost += 1;
+            }
+            r.unsubscribe("x/+/y", &1);
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        assert_eq!(lost, 0, "subscriptions that never matched");
     }
 }

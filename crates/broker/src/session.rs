@@ -42,7 +42,7 @@ pub struct Subscription {
 
 /// A session may hold one ordinary subscription and one per share group on
 /// the same filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SubscriptionKey {
     pub session: u64,
     pub group: Option<Arc<str>>,
