@@ -186,39 +186,45 @@ fn is_dollar_lit(level: Option<&Level>) -> bool {
 }
 
 /// The filter matching exactly the topics both `a` and `b` match, or
-/// `None` when no topic matches both. Neither may hold templates.
+/// `None` when no topic matches both. Neither may hold templates. A loop,
+/// not a recursion: filters come from clients and may be deep.
 pub(crate) fn intersect(a: &[Level], b: &[Level]) -> Option<Vec<Level>> {
     let mut out = Vec::with_capacity(a.len().max(b.len()));
-    intersect_into(a, b, true, &mut out).then_some(out)
-}
-
-fn intersect_into(a: &[Level], b: &[Level], first: bool, out: &mut Vec<Level>) -> bool {
-    match (a.split_first(), b.split_first()) {
-        (None, None) => true,
-        (Some((Level::Hash, _)), _) => {
-            // `#` matches the rest of `b`, except `$` topics at the start.
-            if first && is_dollar_lit(b.first()) {
-                return false;
-            }
-            out.extend_from_slice(b);
-            true
-        }
-        (_, Some((Level::Hash, _))) => intersect_into(b, a, first, out),
-        (None, Some(_)) | (Some(_), None) => false,
-        (Some((x, a_rest)), Some((y, b_rest))) => {
-            let level = match (x, y) {
-                (Level::Plus, Level::Plus) => Level::Plus,
-                (Level::Plus, Level::Lit(s)) | (Level::Lit(s), Level::Plus) => {
-                    if first && s.starts_with('$') {
-                        return false;
-                    }
-                    Level::Lit(s.clone())
+    let (mut a, mut b) = (a, b);
+    let mut first = true;
+    loop {
+        match (a.split_first(), b.split_first()) {
+            (None, None) => return Some(out),
+            (Some((Level::Hash, _)), _) | (_, Some((Level::Hash, _))) => {
+                // `#` matches the rest of the other, except `$` topics at
+                // the start.
+                let rest = if matches!(a.first(), Some(Level::Hash)) {
+                    b
+                } else {
+                    a
+                };
+                if first && is_dollar_lit(rest.first()) {
+                    return None;
                 }
-                (Level::Lit(s), Level::Lit(t)) if s == t => Level::Lit(s.clone()),
-                _ => return false,
-            };
-            out.push(level);
-            intersect_into(a_rest, b_rest, false, out)
+                out.extend_from_slice(rest);
+                return Some(out);
+            }
+            (None, Some(_)) | (Some(_), None) => return None,
+            (Some((x, a_rest)), Some((y, b_rest))) => {
+                let level = match (x, y) {
+                    (Level::Plus, Level::Plus) => Level::Plus,
+                    (Level::Plus, Level::Lit(s)) | (Level::Lit(s), Level::Plus) => {
+                        if first && s.starts_with('$') {
+                            return None;
+                        }
+                        Level::Lit(s.clone())
+                    }
+                    (Level::Lit(s), Level::Lit(t)) if s == t => Level::Lit(s.clone()),
+                    _ => return None,
+                };
+                out.push(level);
+                (a, b, first) = (a_rest, b_rest, false);
+            }
         }
     }
 }
@@ -226,23 +232,26 @@ fn intersect_into(a: &[Level], b: &[Level], first: bool, out: &mut Vec<Level>) -
 /// Whether every topic `inner` matches is also matched by `outer`.
 /// Neither may hold templates.
 pub(crate) fn covers(outer: &[Level], inner: &[Level]) -> bool {
-    covers_from(outer, inner, true)
-}
-
-fn covers_from(outer: &[Level], inner: &[Level], first: bool) -> bool {
-    match (outer.split_first(), inner.split_first()) {
-        (Some((Level::Hash, _)), _) => !(first && is_dollar_lit(inner.first())),
-        (None, None) => true,
-        (_, Some((Level::Hash, _))) => false,
-        (None, Some(_)) | (Some(_), None) => false,
-        (Some((x, o_rest)), Some((y, i_rest))) => {
-            let ok = match (x, y) {
-                (Level::Plus, Level::Plus) => true,
-                (Level::Plus, Level::Lit(s)) => !(first && s.starts_with('$')),
-                (Level::Lit(s), Level::Lit(t)) => s == t,
-                _ => false,
-            };
-            ok && covers_from(o_rest, i_rest, false)
+    let (mut outer, mut inner) = (outer, inner);
+    let mut first = true;
+    loop {
+        match (outer.split_first(), inner.split_first()) {
+            (Some((Level::Hash, _)), _) => return !(first && is_dollar_lit(inner.first())),
+            (None, None) => return true,
+            (_, Some((Level::Hash, _))) => return false,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some((x, o_rest)), Some((y, i_rest))) => {
+                let ok = match (x, y) {
+                    (Level::Plus, Level::Plus) => true,
+                    (Level::Plus, Level::Lit(s)) => !(first && s.starts_with('$')),
+                    (Level::Lit(s), Level::Lit(t)) => s == t,
+                    _ => false,
+                };
+                if !ok {
+                    return false;
+                }
+                (outer, inner, first) = (o_rest, i_rest, false);
+            }
         }
     }
 }
@@ -344,5 +353,19 @@ mod tests {
         for (outer, inner, want) in table {
             assert_eq!(covers(&f(outer), &f(inner)), want, "{inner} ⊆ {outer}");
         }
+    }
+
+    /// Issue 20, item 0: filters as deep as a packet allows are compared
+    /// in a loop (a recursion per level overflowed a worker's stack).
+    #[test]
+    fn deep_filters_are_compared_without_recursion() {
+        let deep = format!("{}#", "a/".repeat(32_767));
+        let topic = format!("{}a", "a/".repeat(32_767));
+        let f = |s: &str| compile(s, false).into_vec();
+        let (d, grant) = (f(&deep), f("a/#"));
+        assert_eq!(intersect(&d, &grant).map(|i| i.len()), Some(32_768));
+        assert!(covers(&grant, &d));
+        assert!(!covers(&d, &grant));
+        assert!(m(&deep, &topic));
     }
 }
