@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::persist::{self, Persist};
 use crate::registry::Registry;
 use crate::retain::RetainStore;
-use crate::router::Router;
+use crate::router::{List, Router};
 use crate::security::Security;
 use crate::session::{OutboundState, SessionShared, SessionState, Subscription, SubscriptionKey};
 use crate::shared::{self, SharedGroup, SharedGroups};
@@ -165,34 +165,114 @@ impl Broker {
     /// members: every queued message, and QoS 1 messages sent but not
     /// acknowledged. A QoS 2 message already sent stays with the session,
     /// to be completed when it returns and never sent to anyone else
-    /// ([MQTT-4.8.2-4], [MQTT-4.8.2-5]).
+    /// ([MQTT-4.8.2-4], [MQTT-4.8.2-5]). What no other member can take
+    /// stays with the session too: it was accepted for it.
     pub fn release_shared(&self, state: &mut SessionState) {
-        self.redispatch_queued_shared(state, |_| true);
+        self.release_group(state, |_| true, true);
+    }
+
+    /// Hands the deliveries `state` holds through the groups `which`
+    /// selects to another member of the same group: the queued ones, and
+    /// with `inflight` the QoS 1 ones sent and not acknowledged. A group
+    /// with no other member keeps its deliveries with the session.
+    pub fn release_group(
+        &self,
+        state: &mut SessionState,
+        which: impl Fn(&SharedGroup) -> bool,
+        inflight: bool,
+    ) {
         let id = state.shared.id;
-        let (shared, keep): (Vec<_>, Vec<_>) = state
-            .inflight
-            .drain(..)
-            .partition(|m| m.delivery.shared.is_some() && m.state == OutboundState::AwaitingPubAck);
-        state.inflight = keep.into();
-        for m in shared {
-            self.redispatch_shared(m.delivery, id);
+        let mailbox = &state.shared.mailbox;
+        // Which groups can take them: looked up in the index before the
+        // queue is locked to take them, so that no index lock is ever
+        // taken under a queue's.
+        let mut groups: Vec<Arc<SharedGroup>> = mailbox.shared_groups();
+        if inflight {
+            groups.extend(
+                state
+                    .inflight
+                    .iter()
+                    .filter_map(|m| m.delivery.shared.clone()),
+            );
+        }
+        groups.sort_unstable_by_key(|g| Arc::as_ptr(g) as usize);
+        groups.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        groups.retain(|g| which(g) && self.has_other_member(g, id));
+        if groups.is_empty() {
+            return;
+        }
+        let handed = |d: &Delivery| {
+            d.shared
+                .as_ref()
+                .is_some_and(|g| groups.iter().any(|h| Arc::ptr_eq(g, h)))
+        };
+        let mut leaving = mailbox.take_where(handed);
+        if inflight {
+            let (shared, keep): (Vec<_>, Vec<_>) = state
+                .inflight
+                .drain(..)
+                .partition(|m| m.state == OutboundState::AwaitingPubAck && handed(&m.delivery));
+            state.inflight = keep.into();
+            leaving.extend(shared.into_iter().map(|m| m.delivery));
+        }
+        for delivery in leaving {
+            if let Err(delivery) = self.redispatch_shared(delivery, state) {
+                // The other member left meanwhile: back to this session.
+                mailbox.push_recovered(delivery);
+            }
         }
     }
 
-    /// Redispatches the queued deliveries of `state` whose group passes `which`.
-    pub fn redispatch_queued_shared(
+    /// Whether a session other than `id` subscribes through `group`.
+    fn has_other_member(&self, group: &Arc<SharedGroup>, id: u64) -> bool {
+        self.router.list(&group.filter).is_some_and(|list| {
+            list.iter()
+                .any(|s| s.session.id != id && share_ptr(s) == Arc::as_ptr(group) as usize)
+        })
+    }
+
+    /// Hands a delivery that came through a share group to another member,
+    /// because `leaving` let go of it ([MQTT-4.8.2-5]): delivered at the
+    /// QoS that member was granted. Gives the delivery back if no other
+    /// member exists.
+    fn redispatch_shared(
         &self,
-        state: &SessionState,
-        which: impl Fn(&SharedGroup) -> bool,
-    ) {
-        let id = state.shared.id;
-        let taken = state
-            .shared
-            .mailbox
-            .take_where(|d| d.shared.as_deref().is_some_and(&which));
-        for delivery in taken {
-            self.redispatch_shared(delivery, id);
+        delivery: Delivery,
+        leaving: &SessionState,
+    ) -> Result<(), Delivery> {
+        let Some(group) = delivery.shared.clone() else {
+            return Err(delivery);
+        };
+        let list = self.router.list(&group.filter);
+        let members: Vec<&Subscription> = list
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|s| {
+                share_ptr(s) == Arc::as_ptr(&group) as usize && s.session.id != leaving.shared.id
+            })
+            .collect();
+        let Some(member) = group.pick(&members) else {
+            return Err(delivery);
+        };
+        let mut fanout = Fanout::default();
+        if let (Some(seq), true) = (delivery.durable, self.persist.is_some()) {
+            // The copy held for the leaving session is no longer its own.
+            fanout.ops.push(Op::DeleteQueued {
+                client_id: leaving.shared.client_id.clone(),
+                seq,
+            });
         }
+        let ids = member.identifier.into_iter().collect();
+        self.deliver(
+            &delivery.message,
+            member,
+            member.options.qos,
+            ids,
+            Some(group),
+            &mut fanout,
+        );
+        self.store(fanout.ops);
+        Ok(())
     }
 
     /// Routes `message` to every matching session and stores it if it is
@@ -209,19 +289,28 @@ impl Broker {
     /// before acknowledging) and how many copies full queues dropped.
     pub fn publish_with(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
         if message.retain {
-            self.retained.set(&message);
             // `$SYS` is rebuilt from the running broker, never from disk.
-            if self.persist.is_some() && !message.topic.starts_with("$SYS/") {
+            let durable = self.persist.is_some() && !message.topic.starts_with("$SYS/");
+            // Submitted under the retained store's lock, not with the
+            // publisher's batch: racing publishers on one topic reach the
+            // disk in the order they changed memory.
+            self.retained.set(&message, || {
+                if !durable {
+                    return;
+                }
                 let topic = message.topic.as_mqtt_string().as_bytes().clone();
-                fanout.ops.push(if message.payload.is_empty() {
+                let op = if message.payload.is_empty() {
                     Op::DeleteRetained { topic }
                 } else {
                     Op::PutRetained {
                         topic,
                         record: persist::encode_retained(&message, message.received),
                     }
-                });
-            }
+                };
+                if let Some(seq) = self.store(vec![op]) {
+                    fanout.submitted = fanout.submitted.max(seq);
+                }
+            });
         }
         let mut lists = Vec::new();
         self.router.matches(&message.topic, &mut lists);
@@ -252,7 +341,7 @@ impl Broker {
     fn publish_merged(
         &self,
         message: &Arc<Message>,
-        lists: &[Arc<[Subscription]>],
+        lists: &[List<Subscription>],
         fanout: &mut Fanout,
     ) -> usize {
         let mut plain: Vec<&Subscription> = Vec::new();
@@ -299,56 +388,6 @@ impl Broker {
             }
         }
         queued
-    }
-
-    /// Hands a delivery that came through a share group to another member,
-    /// because the session holding it left the group ([MQTT-4.8.2-5]).
-    /// Returns false if no other member exists.
-    pub fn redispatch_shared(&self, delivery: Delivery, leaving: u64) -> bool {
-        let Some(group) = delivery.shared.clone() else {
-            return false;
-        };
-        let mut lists = Vec::new();
-        self.router.matches(&delivery.message.topic, &mut lists);
-        let members: Vec<&Subscription> = lists
-            .iter()
-            .flat_map(|l| l.iter())
-            .filter(|s| share_ptr(s) == Arc::as_ptr(&group) as usize && s.session.id != leaving)
-            .collect();
-        let mut fanout = Fanout::default();
-        if let (Some(seq), true) = (delivery.durable, self.persist.is_some()) {
-            // The copy held for the leaving session is no longer its own.
-            let leaver = self.registry_client_of(&lists, leaving);
-            if let Some(client_id) = leaver {
-                fanout.ops.push(Op::DeleteQueued { client_id, seq });
-            }
-        }
-        let delivered = match group.pick(&members) {
-            Some(member) => {
-                let ids = member.identifier.into_iter().collect();
-                let message = delivery.message;
-                self.deliver(
-                    &message,
-                    member,
-                    member.options.qos.max(delivery.qos),
-                    ids,
-                    Some(group),
-                    &mut fanout,
-                )
-            }
-            None => false,
-        };
-        self.store(fanout.ops);
-        delivered
-    }
-
-    /// The client id of session `id` among the subscribers in `lists`.
-    fn registry_client_of(&self, lists: &[Arc<[Subscription]>], id: u64) -> Option<Arc<str>> {
-        lists
-            .iter()
-            .flat_map(|l| l.iter())
-            .find(|s| s.session.id == id)
-            .map(|s| s.session.client_id.clone())
     }
 
     fn deliver(
@@ -426,6 +465,10 @@ pub struct Fanout {
     /// QoS 0 copies not queued for offline sessions (counted into the
     /// metrics once per publication, not once per copy).
     pub offline: usize,
+    /// The store submission that carried the retained message's change
+    /// (submitted at once, see `publish_with`), which an acknowledgement
+    /// waits for too; 0 if none.
+    pub submitted: u64,
 }
 
 fn share_ptr(sub: &Subscription) -> usize {

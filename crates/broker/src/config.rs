@@ -207,6 +207,20 @@ pub struct Config {
     /// `max_topic_alias_broker`: topic aliases the broker sets towards an
     /// MQTT 5 client, at most (and at most what the client allows).
     pub max_topic_alias_broker: u16,
+    /// `max_topic_levels` (ferrymq): the most levels a topic name or
+    /// filter may have. A 65,535-byte filter can hold 32,768, and each
+    /// level is a node of the topic index; past the limit a SUBSCRIBE
+    /// filter is refused (MQTT 5: 0x8F) and a PUBLISH is not routed
+    /// (MQTT 5: 0x90). `usize::MAX`: no limit.
+    pub max_topic_levels: usize,
+    /// `max_subscriptions_per_session` (ferrymq): subscriptions one
+    /// session may hold; past it, a SUBSCRIBE's new filters are refused
+    /// (MQTT 5: 0x97). `usize::MAX`: no limit.
+    pub max_subscriptions_per_session: usize,
+    /// `max_filters_per_subscribe` (ferrymq): filters one SUBSCRIBE may
+    /// carry; the ones past it are refused (MQTT 5: 0x97), so one packet's
+    /// work stays bounded. `usize::MAX`: no limit.
+    pub max_filters_per_subscribe: usize,
     /// `log_dest` and `log_type`, for the binary's log subscriber.
     pub logging: logging::Logging,
     /// `http_listener`, `http_admin_token`, `http_admin_user`,
@@ -255,6 +269,9 @@ impl Default for Config {
             clientid_prefixes: None,
             upgrade_outgoing_qos: false,
             max_topic_alias_broker: 10,
+            max_topic_levels: 128,
+            max_subscriptions_per_session: 10_000,
+            max_filters_per_subscribe: 1_000,
             logging: logging::Logging::default(),
             http: crate::http::HttpConfig::default(),
         }
@@ -502,6 +519,17 @@ impl Config {
                     if value != "-1" {
                         let n = number(u32::MAX.into())? as usize;
                         config.max_connections = config.max_connections.min(n);
+                    }
+                }
+                "max_topic_levels"
+                | "max_subscriptions_per_session"
+                | "max_filters_per_subscribe" => {
+                    let n = number(u32::MAX.into())? as usize;
+                    let n = if n == 0 { usize::MAX } else { n };
+                    match option {
+                        "max_topic_levels" => config.max_topic_levels = n,
+                        "max_subscriptions_per_session" => config.max_subscriptions_per_session = n,
+                        _ => config.max_filters_per_subscribe = n,
                     }
                 }
                 "max_topic_alias_broker" => {

@@ -146,6 +146,12 @@ pub async fn accept(
                 "retained will with retain_available false",
             ));
         }
+        if crate::router::level_count(&will.topic) > config.max_topic_levels {
+            return Err(refuse(
+                ReasonCode::TopicNameInvalid,
+                "will topic with more levels than max_topic_levels",
+            ));
+        }
     }
 
     // An enhanced-authentication exchange (net::enhanced_auth) already

@@ -39,14 +39,33 @@ pub enum Push {
 struct Inner {
     queue: VecDeque<Delivery>,
     online: bool,
-    /// Payload bytes in `queue`, for `$SYS/broker/store/messages/bytes`
-    /// (kept under the lock the queue already takes, so it costs an add).
+    /// Payload bytes in `queue` and `held`, for
+    /// `$SYS/broker/store/messages/bytes` (kept under the lock the queue
+    /// already takes, so it costs an add).
     bytes: usize,
+    /// While the session's SUBSCRIBE runs (see [`Mailbox::hold`]):
+    /// deliveries pushed meanwhile, which go behind its retained messages.
+    held: Option<VecDeque<Delivery>>,
 }
 
 impl Inner {
     fn recount(&mut self) {
-        self.bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        self.bytes = self
+            .queue
+            .iter()
+            .chain(self.held.iter().flatten())
+            .map(|d| d.message.payload.len())
+            .sum();
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len() + self.held.as_ref().map_or(0, VecDeque::len)
+    }
+
+    /// Whether a message of `size` payload bytes finds the queue full.
+    fn full(&self, limits: &Limits, size: usize) -> bool {
+        let len = self.len();
+        len >= limits.messages || (len > 0 && self.bytes.saturating_add(size) > limits.bytes)
     }
 }
 
@@ -66,6 +85,68 @@ impl From<usize> for Limits {
             messages,
             bytes: usize::MAX,
             queue_qos0_offline: false,
+        }
+    }
+}
+
+/// A mailbox held by [`Mailbox::hold`]; released when dropped.
+#[derive(Debug)]
+pub struct Held<'a> {
+    mailbox: &'a Mailbox,
+}
+
+impl Held<'_> {
+    /// How many more deliveries the queue takes now.
+    pub fn room(&self) -> usize {
+        let inner = self.mailbox.inner.lock();
+        self.mailbox.limits.messages.saturating_sub(inner.len())
+    }
+
+    /// Queues `first` (retained messages), as far as the limits allow,
+    /// then what was pushed while held. Returns how many of `first` did
+    /// not fit.
+    pub fn release(self, first: Vec<Delivery>) -> usize {
+        let mailbox = self.mailbox;
+        let limits = &mailbox.limits;
+        let mut dropped = 0;
+        let mut inner = mailbox.inner.lock();
+        let held = inner.held.take().unwrap_or_default();
+        let was_empty = inner.queue.is_empty();
+        for delivery in first {
+            let size = delivery.message.payload.len();
+            // What was held is already counted in: it came first, and was
+            // accepted.
+            let len = inner.queue.len() + held.len();
+            if len >= limits.messages
+                || (len > 0 && inner.bytes.saturating_add(size) > limits.bytes)
+            {
+                dropped += 1;
+                continue;
+            }
+            inner.bytes += size;
+            inner.queue.push_back(delivery);
+        }
+        inner.queue.extend(held);
+        let wake = was_empty && !inner.queue.is_empty() && inner.online;
+        drop(inner);
+        // `held` is taken: the guard's drop finds nothing left to do.
+        if wake {
+            mailbox.notify.notify_one();
+        }
+        dropped
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.mailbox.inner.lock();
+        if let Some(held) = inner.held.take() {
+            let wake = inner.queue.is_empty() && !held.is_empty() && inner.online;
+            inner.queue.extend(held);
+            drop(inner);
+            if wake {
+                self.mailbox.notify.notify_one();
+            }
         }
     }
 }
@@ -94,19 +175,34 @@ impl Mailbox {
             return Push::DroppedOffline;
         }
         let size = delivery.message.payload.len();
-        if inner.queue.len() >= self.limits.messages
-            || (!inner.queue.is_empty() && inner.bytes.saturating_add(size) > self.limits.bytes)
-        {
+        if inner.full(&self.limits, size) {
             return Push::DroppedFull;
         }
+        inner.bytes += size;
+        if let Some(held) = &mut inner.held {
+            held.push_back(delivery);
+            return Push::Queued;
+        }
         let wake = inner.queue.is_empty() && inner.online;
-        inner.bytes += delivery.message.payload.len();
         inner.queue.push_back(delivery);
         drop(inner);
         if wake {
             self.notify.notify_one();
         }
         Push::Queued
+    }
+
+    /// Holds back what is pushed from now until the guard's
+    /// [`release`](Held::release): a SUBSCRIBE's retained messages go into
+    /// the queue ahead of every live message its new subscriptions match,
+    /// so a retained message never arrives after a newer live one on its
+    /// topic ([MQTT-3.3.1-9]; issue 20, item 9). Publishers do not wait:
+    /// their deliveries join the queue behind the retained ones. Only the
+    /// session's own task holds, and only while it handles one SUBSCRIBE.
+    pub fn hold(&self) -> Held<'_> {
+        let mut inner = self.inner.lock();
+        inner.held.get_or_insert_with(VecDeque::new);
+        Held { mailbox: self }
     }
 
     /// Queues a delivery read back from the store, whatever the limits:
@@ -136,7 +232,7 @@ impl Mailbox {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().queue.len()
+        self.inner.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,7 +242,7 @@ impl Mailbox {
     /// Queued deliveries and their payload bytes.
     pub fn depth(&self) -> (usize, usize) {
         let inner = self.inner.lock();
-        (inner.queue.len(), inner.bytes)
+        (inner.len(), inner.bytes)
     }
 
     /// Marks the session connected (QoS 0 accepted, task woken on push) or
@@ -178,6 +274,17 @@ impl Mailbox {
         self.notify.notified().await;
     }
 
+    /// The share groups through which the queued deliveries came, with
+    /// repeats.
+    pub fn shared_groups(&self) -> Vec<Arc<crate::shared::SharedGroup>> {
+        let inner = self.inner.lock();
+        inner
+            .queue
+            .iter()
+            .filter_map(|d| d.shared.clone())
+            .collect()
+    }
+
     /// Removes and returns, in order, the deliveries `which` selects.
     pub fn take_where(&self, mut which: impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
         let mut inner = self.inner.lock();
@@ -193,5 +300,67 @@ impl Mailbox {
         inner.queue = kept;
         inner.recount();
         taken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use ferrymq_codec::{Properties, TopicName};
+
+    fn delivery(payload: &'static [u8], retain: bool) -> Delivery {
+        let message = Arc::new(Message {
+            topic: TopicName::new("t").unwrap(),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties: Properties::new(),
+            received: std::time::Instant::now(),
+            origin: 0,
+        });
+        Delivery::new(message, QoS::AtLeastOnce, retain)
+    }
+
+    fn drain(m: &Mailbox) -> Vec<&'static [u8]> {
+        let mut out = Vec::new();
+        while let Some(d) = m.pop_if(|_| true) {
+            let p: &'static [u8] = match &d.message.payload[..] {
+                b"old" => b"old",
+                b"retained" => b"retained",
+                b"live" => b"live",
+                _ => b"?",
+            };
+            out.push(p);
+        }
+        out
+    }
+
+    /// Issue 20, item 9: what is pushed while a SUBSCRIBE holds the queue
+    /// goes behind that SUBSCRIBE's retained messages, and counts against
+    /// the limits from the moment it is pushed.
+    #[test]
+    fn held_pushes_follow_the_retained_messages() {
+        let m = Mailbox::new(3);
+        m.set_online(true);
+        assert_eq!(m.push(delivery(b"old", false)), Push::Queued);
+        let held = m.hold();
+        assert_eq!(m.push(delivery(b"live", false)), Push::Queued);
+        assert_eq!(held.room(), 1);
+        assert!(m
+            .pop_if(|_| true)
+            .is_some_and(|d| &d.message.payload[..] == b"old"));
+        // Two retained, room for one: the held live message keeps its place.
+        let dropped = held.release(vec![
+            delivery(b"retained", true),
+            delivery(b"retained", true),
+        ]);
+        assert_eq!(dropped, 0);
+        assert_eq!(drain(&m), vec![&b"retained"[..], b"retained", b"live"]);
+        let held = m.hold();
+        assert_eq!(m.push(delivery(b"live", false)), Push::Queued);
+        drop(held);
+        assert_eq!(drain(&m), vec![&b"live"[..]]);
     }
 }

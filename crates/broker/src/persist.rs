@@ -402,7 +402,7 @@ pub fn recover(
     let mut cleanup = Vec::new();
     for (topic, record) in &loaded.retained {
         match decode_retained(record, now) {
-            Some(m) if !m.is_expired(now) => broker.retained.set(&Arc::new(m)),
+            Some(m) if !m.is_expired(now) => broker.retained.set(&Arc::new(m), || {}),
             _ => cleanup.push(Op::DeleteRetained {
                 topic: topic.clone(),
             }),

@@ -326,6 +326,13 @@ impl Connection {
         self.tally.publish_in(publish.qos, publish.payload.len());
         self.aliases_in.resolve(&mut publish)?;
         self.check_publish_limits(&publish)?;
+        if crate::router::level_count(&publish.topic) > self.broker.config.max_topic_levels {
+            // Not routed, so that no index or retained tree grows that
+            // deep; MQTT 5 is told 0x90 Topic Name invalid.
+            debug!("PUBLISH with more topic levels than max_topic_levels dropped");
+            self.ack_unrouted(&publish, ReasonCode::TopicNameInvalid);
+            return Ok(());
+        }
         let limit = self.broker.config.message_size_limit;
         if limit > 0 && publish.payload.len() > limit {
             // `message_size_limit`: not routed, but the QoS exchange
@@ -341,7 +348,7 @@ impl Connection {
         if !self.may(&publish.topic, Access::Write) {
             // 3.x: dropped silently (acknowledged as usual); 5.0: refused
             // with 0x87 ([MQTT-3.3.5-2]).
-            debug!(topic = %publish.topic, "PUBLISH denied by the ACL");
+            debug!(topic = %publish.topic, "PUBLISH denied ($SYS, $share or the ACL)");
             self.tally.denied_publish += 1;
             self.ack_unrouted(&publish, ReasonCode::NotAuthorized);
             return Ok(());
@@ -359,6 +366,7 @@ impl Connection {
                 // with the batch.
                 let message = Arc::new(Message::from_publish(publish, now, origin));
                 self.broker.publish_with(message, &mut fanout);
+                self.after_publish(&fanout);
                 self.store_ops = fanout.ops;
             }
             (QoS::AtLeastOnce, Some(id)) => {
@@ -366,22 +374,20 @@ impl Connection {
                 let routed = self.broker.publish_with(message, &mut fanout);
                 let ack = Packet::PubAck(self.ack(id, routed, fanout.dropped));
                 let wrote = fanout.ops.len() > before;
+                self.after_publish(&fanout);
                 self.store_ops = fanout.ops;
                 self.queue_ack(wrote, ack);
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                let mut routed = 1;
-                if self.session.inbound_qos2.contains(&id.get()) {
+                let rec = if self.session.inbound_qos2.contains(&id.get()) {
                     // A resend (DUP) of a packet id not yet released by
                     // PUBREL is not routed again ([MQTT-4.3.3]); without DUP
                     // it is a new message reusing an id in use.
+                    let mut rec = PubResponse::new(id);
                     if !publish.dup && self.v5() {
-                        let mut rec = PubResponse::new(id);
                         rec.reason = ReasonCode::PacketIdentifierInUse;
-                        self.store_ops = fanout.ops;
-                        self.queue_ack(false, Packet::PubRec(rec));
-                        return Ok(());
                     }
+                    rec
                 } else {
                     if self.session.inbound_qos2.len() >= self.receive_maximum {
                         self.store_ops = fanout.ops;
@@ -390,22 +396,29 @@ impl Connection {
                             "more QoS 2 messages awaiting PUBREL than Receive Maximum",
                         ));
                     }
-                    self.session.inbound_qos2.insert(id.get());
                     let message = Arc::new(Message::from_publish(publish, now, origin));
-                    routed = self.broker.publish_with(message, &mut fanout);
-                    if self.durable() {
-                        // Exactly once survives a restart: the id is known
-                        // as received in the same batch as the deliveries.
-                        fanout.ops.push(Op::PutInbound {
-                            client_id: self.session.shared.client_id.clone(),
-                            packet_id: id.get(),
-                        });
+                    let routed = self.broker.publish_with(message, &mut fanout);
+                    let rec = self.ack(id, routed, fanout.dropped);
+                    // A PUBREC with an error code ends the exchange
+                    // ([MQTT-4.3.3]): the id is free again at once.
+                    if !rec.reason.is_error() {
+                        self.session.inbound_qos2.insert(id.get());
+                        if self.durable() {
+                            // Exactly once survives a restart: the id is
+                            // known as received in the same batch as the
+                            // deliveries.
+                            fanout.ops.push(Op::PutInbound {
+                                client_id: self.session.shared.client_id.clone(),
+                                packet_id: id.get(),
+                            });
+                        }
                     }
-                }
-                let rec = Packet::PubRec(self.ack(id, routed, fanout.dropped));
+                    rec
+                };
                 let wrote = fanout.ops.len() > before;
+                self.after_publish(&fanout);
                 self.store_ops = fanout.ops;
-                self.queue_ack(wrote, rec);
+                self.queue_ack(wrote, Packet::PubRec(rec));
             }
             (_, None) => {
                 self.store_ops = fanout.ops;
@@ -416,6 +429,12 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Takes note of what a publication submitted to the store itself (a
+    /// retained message's change): later acknowledgements wait for it.
+    fn after_publish(&mut self, fanout: &Fanout) {
+        self.session.last_store_seq = self.session.last_store_seq.max(fanout.submitted);
     }
 
     /// Completes the QoS exchange of a PUBLISH that is not routed: MQTT 5
@@ -485,9 +504,13 @@ impl Connection {
         let seq = if wrote {
             UNSUBMITTED
         } else {
+            // Behind the acknowledgement before it, and behind the
+            // session's last submission (a retained change submitted on
+            // its own).
             self.pending_acks
                 .back()
                 .map_or(UNSUBMITTED, |(last, _)| *last)
+                .max(self.session.last_store_seq)
         };
         self.pending_acks.push_back((seq, ack));
     }
@@ -552,8 +575,15 @@ impl Connection {
         }
     }
 
-    /// What the ACL allows this client on `topic`.
+    /// What the ACL allows this client on `topic`. Before any ACL, as
+    /// Mosquitto does: no client writes `$SYS` (monitoring trusts it; only
+    /// the bridge state topics `$SYS/broker/connection/+/state` are
+    /// open), nor a `$share/...` topic (a subscription filter, never a
+    /// topic).
     pub fn may(&self, topic: &str, access: Access) -> bool {
+        if access == Access::Write && reserved_for_writing(topic) {
+            return false;
+        }
         self.security.allowed(
             self.username.as_deref(),
             &self.session.shared.client_id,
@@ -591,16 +621,18 @@ impl Connection {
     }
 
     /// The PUBACK/PUBREC for a routed message. MQTT 5 is told when nobody
-    /// matched (0x10), and when a subscriber's full queue dropped its copy
-    /// (0x97), so the loss is visible to the publisher.
+    /// matched (0x10), and when the message reached no subscriber because
+    /// a limit dropped every copy (0x97 Quota exceeded). A message that
+    /// reached some subscribers was accepted: a code of 0x80 or more would
+    /// tell the publisher it failed.
     fn ack(&self, packet_id: PacketId, routed: usize, dropped: usize) -> PubResponse {
         let mut ack = PubResponse::new(packet_id);
-        if self.v5() {
-            if dropped > 0 {
-                ack.reason = ReasonCode::QuotaExceeded;
-            } else if routed == 0 {
-                ack.reason = ReasonCode::NoMatchingSubscribers;
-            }
+        if self.v5() && routed == 0 {
+            ack.reason = if dropped > 0 {
+                ReasonCode::QuotaExceeded
+            } else {
+                ReasonCode::NoMatchingSubscribers
+            };
         }
         ack
     }
@@ -641,6 +673,15 @@ impl Connection {
         // A will is a publication by the client: the ACL applies.
         self.may(&will.topic, Access::Write).then_some(will)
     }
+}
+
+/// Topics no client may publish to (Mosquitto's `$SYS` and `$share`
+/// rules, by the same prefixes).
+fn reserved_for_writing(topic: &str) -> bool {
+    if topic.starts_with("$SYS") {
+        return !ferrymq_codec::filter_matches("$SYS/broker/connection/+/state", topic);
+    }
+    topic.starts_with("$share")
 }
 
 /// The message a will becomes: its properties minus the Will Delay

@@ -62,3 +62,60 @@ async fn resubscribing_resends_retained_messages() {
     assert!(again.retain);
     assert_eq!(again.qos, QoS::AtMostOnce, "min(published, granted)");
 }
+
+/// Issue 20, item 9: the retained messages of a SUBSCRIBE come before any
+/// live message its subscription matches, so a newer live value is never
+/// followed by an older retained one. A publisher updates the retained
+/// value of one topic as fast as it can while subscribers come and go:
+/// every subscriber's first message is the retained one, and what
+/// follows never goes back in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_message_never_follows_a_newer_live_one() {
+    use ferrymq_codec::Packet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let b = TestBroker::start().await;
+    let mut p = b.client("p", true).await;
+    p.publish("v", &0u32.to_be_bytes(), QoS::AtMostOnce, true)
+        .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 1u32;
+            while !stop.load(Ordering::Relaxed) {
+                p.publish("v", &i.to_be_bytes(), QoS::AtMostOnce, true)
+                    .await;
+                if i % 64 == 0 {
+                    p.sync().await;
+                }
+                i += 1;
+            }
+        })
+    };
+    for round in 0..200 {
+        let mut s = b.client(&format!("s{round}"), true).await;
+        s.subscribe(&[("v", QoS::AtMostOnce)]).await;
+        let mut last = None;
+        for n in 0..5 {
+            let m = match s.recv().await {
+                Packet::Publish(m) => m,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                m.retain,
+                n == 0,
+                "round {round}: message {n}, retain {}",
+                m.retain
+            );
+            let value = u32::from_be_bytes(m.payload[..].try_into().unwrap());
+            assert!(
+                last.is_none_or(|l| value >= l),
+                "round {round}: {value} after {last:?}"
+            );
+            last = Some(value);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+}
