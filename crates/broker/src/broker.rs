@@ -275,6 +275,36 @@ impl Broker {
         Ok(())
     }
 
+    /// Publishes a delayed will that fell due while its session is parked,
+    /// and drops it from the session: from the parked state and, in the
+    /// same store write as the will's deliveries, from the session's
+    /// record. Under the registry's lock, so a client reconnecting at that
+    /// instant either cancels the will first or finds it gone.
+    pub fn publish_due_will(&self, client_id: &Arc<str>, will: &crate::session::DelayedWill) {
+        let mut fanout = Fanout::default();
+        self.publish_with(will.message.clone(), &mut fanout);
+        self.registry.with_parked(client_id, |state, expires_at| {
+            let ours = state
+                .delayed_will
+                .as_ref()
+                .is_some_and(|w| Arc::ptr_eq(&w.message, &will.message));
+            if !ours {
+                return;
+            }
+            state.delayed_will = None;
+            if state.shared.durable.load(Ordering::Relaxed) {
+                fanout.ops.push(Op::PutSession {
+                    client_id: client_id.clone(),
+                    record: persist::encode_session(
+                        state,
+                        expires_at.map_or(0, persist::unix_ms_of),
+                    ),
+                });
+            }
+        });
+        self.store(fanout.ops);
+    }
+
     /// Routes `message` to every matching session and stores it if it is
     /// retained. Returns the number of sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> usize {

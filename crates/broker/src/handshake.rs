@@ -281,10 +281,18 @@ pub async fn accept(
     };
     session.expiry_interval = expiry_interval;
     let durable = broker.persist.is_some() && expiry_interval > 0;
-    session
+    let was_durable = session
         .shared
         .durable
-        .store(durable, std::sync::atomic::Ordering::Relaxed);
+        .swap(durable, std::sync::atomic::Ordering::Relaxed);
+    if was_durable && !durable {
+        // Resumed with a Session Expiry of 0: the session ends with this
+        // connection, so its record goes now (at the end nothing would
+        // say it was ever stored, and a restart would bring it back).
+        broker.store(vec![ferrymq_store::Op::DeleteSession {
+            client_id: client_id.clone(),
+        }]);
+    }
     // Connected now: the record loses its expiry deadline and any delayed
     // will cancelled above.
     if durable {
@@ -359,6 +367,7 @@ pub async fn accept(
         receive_maximum: usize::from(config.max_inflight_messages),
         problem_information,
         pending_acks: Default::default(),
+        held: Default::default(),
         store_ops: Vec::new(),
         // The CONNECT itself is a packet received.
         tally: Tally {

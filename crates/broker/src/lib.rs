@@ -223,14 +223,30 @@ impl Server {
         self.http_addr
     }
 
-    /// Stops accepting, tells every client (MQTT 5: DISCONNECT 0x8B), and
-    /// waits for every connection task to finish.
+    /// Stops accepting, tells every client (MQTT 5: DISCONNECT 0x8B),
+    /// waits for every connection task to finish, then for the store to
+    /// make durable what they wrote last (parked sessions, deliveries
+    /// acknowledged by subscribers): a clean stop loses and replays
+    /// nothing.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        if let Some(p) = &self.broker.persist {
+            let flushed = tokio::time::timeout(STORE_FLUSH_AT_SHUTDOWN, p.writer.flush()).await;
+            match flushed {
+                Ok(true) => info!("store flushed"),
+                Ok(false) => tracing::error!("store failed: its last writes are not durable"),
+                Err(_) => tracing::error!(
+                    "store not flushed within {STORE_FLUSH_AT_SHUTDOWN:?}: its last writes may be lost"
+                ),
+            }
+        }
     }
 }
+
+/// How long a shutdown waits for the store's last writes.
+const STORE_FLUSH_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ends parked sessions whose expiry interval has passed, even with nobody
 /// connected ([MQTT-3.1.2-23]); their delayed wills are published then.
@@ -243,7 +259,23 @@ async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        for mut state in broker.registry.expire(std::time::Instant::now()) {
+        // The record's deletion is submitted under the registry's lock;
+        // `discard_session` then has nothing left to delete.
+        let delete_record = |state: &session::SessionState| {
+            if state
+                .shared
+                .durable
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                broker.store(vec![ferrymq_store::Op::DeleteSession {
+                    client_id: state.shared.client_id.clone(),
+                }]);
+            }
+        };
+        for mut state in broker
+            .registry
+            .expire(std::time::Instant::now(), delete_record)
+        {
             metrics::Metrics::add(&broker.metrics.clients_expired, 1);
             tracing::debug!(client_id = %state.shared.client_id, "session expired");
             if let Some(will) = state.delayed_will.take() {

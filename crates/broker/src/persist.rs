@@ -150,6 +150,11 @@ fn unix_ms(at: Instant, now: Instant) -> u64 {
     ms.as_millis() as u64
 }
 
+/// Unix milliseconds of `at`, past or future.
+pub fn unix_ms_of(at: Instant) -> u64 {
+    unix_ms(at, Instant::now())
+}
+
 /// The `Instant` of a Unix time in milliseconds, past or future.
 fn instant_from_unix_ms(ms: u64, now: Instant) -> Instant {
     let wall = SystemTime::now()
@@ -409,6 +414,7 @@ pub fn recover(
         }
     }
     let mut sessions = std::collections::HashMap::new();
+    let mut wills = Vec::new();
     for (client_id, record) in &loaded.sessions {
         let Some(rec) = decode_session(record) else {
             warn!(%client_id, "unreadable session record dropped");
@@ -418,19 +424,10 @@ pub fn recover(
             continue;
         };
         let id: Arc<str> = client_id.as_str().into();
-        let mut state = broker.new_session(id, rec.expiry_interval);
+        let mut state = broker.new_session(id.clone(), rec.expiry_interval);
         state.shared.durable.store(true, Ordering::Relaxed);
-        if let Some((due, message)) = rec.will {
-            // The delay keeps counting across the restart; one already past
-            // is published now.
-            let left = Duration::from_millis(due.saturating_sub(unix_deadline(0)));
-            state.delayed_will = Some(crate::will::schedule(
-                broker,
-                Arc::new(message),
-                left,
-                due,
-                shutdown,
-            ));
+        if let Some(will) = rec.will {
+            wills.push((id, will));
         }
         for (filter, options, identifier) in rec.subscriptions {
             let (inner, share) = match shared::parse(&filter) {
@@ -505,6 +502,23 @@ pub fn recover(
         broker
             .registry
             .restore(client_id.as_str().into(), state, deadline);
+    }
+    // Once the sessions are parked, so that a will already due finds its
+    // session to be dropped from.
+    for (client_id, (due, message)) in wills {
+        broker.registry.with_parked(&client_id, |state, _| {
+            // The delay keeps counting across the restart; one already
+            // past is published now.
+            let left = Duration::from_millis(due.saturating_sub(unix_deadline(0)));
+            state.delayed_will = Some(crate::will::schedule(
+                broker,
+                client_id.clone(),
+                Arc::new(message),
+                left,
+                due,
+                shutdown,
+            ));
+        });
     }
     if let Some(p) = &broker.persist {
         if !cleanup.is_empty() {

@@ -97,6 +97,17 @@ const UNSUBMITTED: u64 = u64::MAX;
 /// Stop filling the write buffer from the mailbox past this many bytes.
 pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// Stop taking deliveries from the mailbox while this many wait for the
+/// store behind a QoS 2 message (see [`Connection::held`]).
+const HELD_HIGH_WATER: usize = 1024;
+
+/// The two queues of packets that wait for the store.
+#[derive(Clone, Copy)]
+enum Queue {
+    Acks,
+    Held,
+}
+
 /// One connected client.
 #[derive(Debug)]
 pub struct Connection {
@@ -127,6 +138,13 @@ pub struct Connection {
     /// Acknowledgements waiting for the store, with the sequence number
     /// each waits for, in the order they must go out.
     pub pending_acks: VecDeque<(u64, Packet)>,
+    /// Outbound PUBLISH and PUBREL packets waiting for the store: a QoS 2
+    /// message to a durable session leaves only once the record of its
+    /// packet id (or of its release) is durable, so that after a crash it
+    /// is resent with the same id, and never as a PUBLISH once PUBREL went
+    /// out ([MQTT-4.3.3]); every delivery behind it waits too, so that
+    /// none overtakes it (topic aliases, order).
+    pub held: VecDeque<(u64, Packet)>,
     /// Store writes gathered while handling packets, submitted in one go.
     pub store_ops: Vec<Op>,
     pub tally: Tally,
@@ -151,22 +169,50 @@ impl Connection {
 
     /// Resends, after a session resumes, what was in flight ([MQTT-4.4.0-1]):
     /// PUBLISH with DUP for unacknowledged messages, PUBREL where PUBREC came.
+    /// Behind the session's last store writes, if they are not yet durable
+    /// (the previous connection's stage records).
     pub fn resend_inflight(&mut self, now: Instant) {
+        let last = self.session.last_store_seq;
+        let wait = match &self.broker.persist {
+            Some(p) if last != 0 && !p.writer.is_durable(last) => {
+                p.wake_when_durable(last, &self.session.shared.mailbox);
+                true
+            }
+            _ => false,
+        };
         let pending: Vec<_> = self.session.inflight.iter().cloned().collect();
         for m in pending {
-            match m.state {
-                OutboundState::AwaitingPubComp => {
-                    self.send(&Packet::PubRel(PubResponse::new(m.packet_id)))
-                }
+            let packet = match m.state {
+                OutboundState::AwaitingPubComp => Packet::PubRel(PubResponse::new(m.packet_id)),
                 _ => {
                     let mut publish =
                         m.delivery
                             .to_publish(Some(m.packet_id), true, self.protocol, now);
                     self.aliases_out.apply(&mut publish);
-                    self.send(&Packet::Publish(publish));
+                    Packet::Publish(publish)
                 }
+            };
+            if wait {
+                self.held.push_back((last, packet));
+            } else {
+                self.send_ordered(false, packet);
             }
         }
+    }
+
+    /// Sends an outbound PUBLISH or PUBREL: after the store if `wrote`
+    /// (its stage record is in `store_ops`), or if a packet before it
+    /// waits (see [`Connection::held`]).
+    fn send_ordered(&mut self, wrote: bool, packet: Packet) {
+        if !wrote && self.held.is_empty() {
+            return self.send(&packet);
+        }
+        let seq = if wrote {
+            UNSUBMITTED
+        } else {
+            self.held.back().map_or(UNSUBMITTED, |(s, _)| *s)
+        };
+        self.held.push_back((seq, packet));
     }
 
     /// Moves queued deliveries into the output buffer while the in-flight
@@ -181,6 +227,10 @@ impl Connection {
         loop {
             if self.out.len() >= WRITE_HIGH_WATER {
                 return !mailbox.is_empty();
+            }
+            if self.held.len() >= HELD_HIGH_WATER {
+                // The store's wake-up brings the task back.
+                return false;
             }
             let window_open = self.session.inflight_len() < self.max_inflight;
             let Some(delivery) = mailbox.pop_if(|d| d.qos == QoS::AtMostOnce || window_open) else {
@@ -228,16 +278,18 @@ impl Connection {
             }
         }
         self.aliases_out.apply(&mut publish);
+        let mut wrote = false;
         if let Some(id) = packet_id {
             if delivery.qos == QoS::ExactlyOnce {
                 // A restart resends with the same packet id, so the client
                 // can recognise the duplicate.
+                wrote = delivery.durable.is_some();
                 self.remember(&delivery, Stage::Sent(id));
             }
             self.session.send(id, delivery);
         }
         self.tally.publish_out(publish.qos, publish.payload.len());
-        self.send(&Packet::Publish(publish));
+        self.send_ordered(wrote, Packet::Publish(publish));
     }
 
     /// Handles one packet from the client.
@@ -261,12 +313,16 @@ impl Connection {
                     }
                     return Ok(());
                 }
+                let mut wrote = false;
                 match outcome {
-                    PubRec::Released(m) => self.remember(&m.delivery, Stage::Released(m.packet_id)),
+                    PubRec::Released(m) => {
+                        wrote = m.delivery.durable.is_some();
+                        self.remember(&m.delivery, Stage::Released(m.packet_id));
+                    }
                     PubRec::Repeated => {}
                     PubRec::Unknown => rel.reason = ReasonCode::PacketIdentifierNotFound,
                 }
-                self.send(&Packet::PubRel(rel));
+                self.send_ordered(wrote, Packet::PubRel(rel));
                 Ok(())
             }
             Packet::PubComp(r) => {
@@ -527,7 +583,8 @@ impl Connection {
         std::mem::take(&mut self.store_ops)
     }
 
-    /// Sends the acknowledgements whose writes are durable.
+    /// Sends the acknowledgements, and the held deliveries, whose writes
+    /// are durable.
     pub fn flush_acks(&mut self) {
         let broker = self.broker.clone();
         let Some(p) = &broker.persist else {
@@ -535,12 +592,19 @@ impl Connection {
         };
         // Read once: the watch's lock per acknowledgement showed.
         let durable = p.writer.durable_seq();
-        while let Some((seq, _)) = self.pending_acks.front() {
-            if *seq > durable {
-                break;
-            }
-            if let Some((_, ack)) = self.pending_acks.pop_front() {
-                self.send(&ack);
+        for queue in [Queue::Acks, Queue::Held] {
+            loop {
+                let waiting = match queue {
+                    Queue::Acks => &mut self.pending_acks,
+                    Queue::Held => &mut self.held,
+                };
+                match waiting.front() {
+                    Some((seq, _)) if *seq <= durable => {}
+                    _ => break,
+                }
+                if let Some((_, packet)) = waiting.pop_front() {
+                    self.send(&packet);
+                }
             }
         }
     }
@@ -561,12 +625,14 @@ impl Connection {
         };
         self.session.last_store_seq = seq;
         let mut waiting = false;
-        for (s, _) in self.pending_acks.iter_mut().rev() {
-            if *s != UNSUBMITTED {
-                break;
+        for queue in [&mut self.pending_acks, &mut self.held] {
+            for (s, _) in queue.iter_mut().rev() {
+                if *s != UNSUBMITTED {
+                    break;
+                }
+                *s = seq;
+                waiting = true;
             }
-            *s = seq;
-            waiting = true;
         }
         if waiting {
             if let Some(p) = &self.broker.persist {

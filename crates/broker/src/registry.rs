@@ -204,8 +204,20 @@ impl Registry {
         );
     }
 
-    /// Removes and returns the parked sessions whose expiry is due.
-    pub fn expire(&self, now: Instant) -> Vec<SessionState> {
+    /// Runs `f` on `client_id`'s session if it is parked, with the
+    /// instant it expires (`None`: never), under the registry's lock.
+    pub fn with_parked(&self, client_id: &str, f: impl FnOnce(&mut SessionState, Option<Instant>)) {
+        let mut inner = self.inner.lock();
+        if let Some(Slot::Parked { state, deadline }) = inner.slots.get_mut(client_id) {
+            f(state, deadline.map(|(at, _)| at));
+        }
+    }
+
+    /// Removes and returns the parked sessions whose expiry is due,
+    /// running `ending` on each under the registry's lock: a client that
+    /// reconnects a moment later gets a fresh session, whose store record
+    /// must come after the old one's deletion.
+    pub fn expire(&self, now: Instant, mut ending: impl FnMut(&SessionState)) -> Vec<SessionState> {
         let mut inner = self.inner.lock();
         let mut expired = Vec::new();
         while let Some(entry) = inner.deadlines.first_entry() {
@@ -216,6 +228,7 @@ impl Registry {
             if let Some(Slot::Parked { deadline, .. }) = inner.slots.get(&client_id) {
                 if *deadline == Some(key) {
                     if let Some(Slot::Parked { state, .. }) = inner.slots.remove(&client_id) {
+                        ending(&state);
                         expired.push(*state);
                     }
                 }

@@ -14,9 +14,13 @@ use crate::message::Message;
 use crate::session::DelayedWill;
 
 /// Publishes `message` after `delay` unless the returned handle is
-/// cancelled first (or fired, which publishes at once).
+/// cancelled first (or fired, which publishes at once). A will that falls
+/// due is dropped from `client_id`'s parked session, in the store too, in
+/// the same write as the will's own: published once, not again after a
+/// restart.
 pub fn schedule(
     broker: &Arc<Broker>,
+    client_id: Arc<str>,
     message: Arc<Message>,
     delay: Duration,
     publish_at_unix_ms: u64,
@@ -31,15 +35,15 @@ pub fn schedule(
     let (broker, shutdown, handle) = (broker.clone(), shutdown.clone(), delayed.clone());
     tokio::spawn(async move {
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(delay) => broker.publish_due_will(&client_id, &handle),
             () = handle.cancel.cancelled() => {
-                if !handle.publish_now.load(Ordering::SeqCst) {
-                    return;
+                // The session ended first: its record goes with it.
+                if handle.publish_now.load(Ordering::SeqCst) {
+                    broker.publish(message);
                 }
             }
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {}
         }
-        broker.publish(message);
     });
     delayed
 }

@@ -138,6 +138,55 @@ async fn stream(addr: SocketAddr, next: &mut u32, acked: &mut Acked) {
     }
 }
 
+/// A QoS 2 subscriber as the standard describes one ([MQTT-4.3.3],
+/// method B): a PUBLISH whose packet id awaits PUBREL is a resend, not a
+/// new message. Its state lives across connections, as its session does.
+#[derive(Default)]
+struct ExactlyOnce {
+    /// Packet id → message number, received and not yet released.
+    awaiting: BTreeMap<u16, u32>,
+    /// How many times each message number reached the application.
+    delivered: BTreeMap<u32, usize>,
+}
+
+/// Stays connected as `crash-live` until the broker dies, completing every
+/// QoS 2 exchange.
+async fn live(addr: SocketAddr, state: &mut ExactlyOnce) {
+    let mut c = TestClient::connect(addr, Protocol::V3_1_1).await;
+    if !c
+        .try_send(Packet::Connect(Box::new(connect(
+            Protocol::V3_1_1,
+            "crash-live",
+            false,
+        ))))
+        .await
+    {
+        return;
+    }
+    while let Some(packet) = c.try_recv(Duration::from_secs(10)).await {
+        let reply = match packet {
+            Packet::Publish(m) => {
+                let (Some(id), Ok(n)) = (m.packet_id, m.payload[..4].try_into()) else {
+                    panic!("unexpected {m:?}");
+                };
+                let n = u32::from_be_bytes(n);
+                if state.awaiting.insert(id.get(), n).is_none() {
+                    *state.delivered.entry(n).or_default() += 1;
+                }
+                Packet::PubRec(PubResponse::new(id))
+            }
+            Packet::PubRel(r) => {
+                state.awaiting.remove(&r.packet_id.get());
+                Packet::PubComp(PubResponse::new(r.packet_id))
+            }
+            _ => continue,
+        };
+        if !c.try_send(reply).await {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill() {
     let dir: PathBuf = std::env::temp_dir().join(format!("ferrymq-crash-{}", std::process::id()));
@@ -155,6 +204,14 @@ async fn acknowledged_messages_survive_sigkill() {
     ])
     .await;
     sub.disconnect().await;
+    // Issue 20, item 8: a QoS 2 subscriber online through the kills.
+    let mut online = TestClient::connect(addr, Protocol::V3_1_1).await;
+    online
+        .handshake(connect(Protocol::V3_1_1, "crash-live", false))
+        .await;
+    online.subscribe(&[("crash/q2", QoS::ExactlyOnce)]).await;
+    online.disconnect().await;
+    let mut exactly_once = ExactlyOnce::default();
 
     let mut seed = u64::from(std::process::id());
     let mut next = 1u32;
@@ -173,7 +230,10 @@ async fn acknowledged_messages_survive_sigkill() {
             let _ = child.0.wait();
             child
         });
-        stream(addr, &mut next, &mut acked).await;
+        tokio::join!(
+            stream(addr, &mut next, &mut acked),
+            live(addr, &mut exactly_once)
+        );
         drop(killer.join().unwrap());
     }
 
@@ -236,6 +296,36 @@ async fn acknowledged_messages_survive_sigkill() {
         "the test published something"
     );
 
+    // The online subscriber, back once more: every acknowledged QoS 2
+    // message reached it exactly once, through every kill.
+    let finish = async {
+        while !acked
+            .q2
+            .iter()
+            .all(|n| exactly_once.delivered.contains_key(n))
+        {
+            let mut round = ExactlyOnce {
+                awaiting: std::mem::take(&mut exactly_once.awaiting),
+                delivered: std::mem::take(&mut exactly_once.delivered),
+            };
+            // `live` returns when the connection ends: bound it instead.
+            let _ = tokio::time::timeout(Duration::from_secs(3), live(addr, &mut round)).await;
+            exactly_once = round;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), finish)
+        .await
+        .expect("the online QoS 2 subscriber gets every acknowledged message");
+    let twice_online: Vec<_> = exactly_once
+        .delivered
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .collect();
+    assert!(
+        twice_online.is_empty(),
+        "QoS 2 delivered more than once to the online subscriber: {twice_online:?}"
+    );
+
     if let Some(last) = acked.retained {
         let mut late = TestClient::connect(addr, Protocol::V3_1_1).await;
         late.handshake(connect(Protocol::V3_1_1, "crash-late", true))
@@ -254,6 +344,104 @@ async fn acknowledged_messages_survive_sigkill() {
         ROUNDS,
         acked.q1.len(),
         acked.q2.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 20, item 11: SIGTERM while a publisher streams into an online
+/// subscriber, then a restart. The shutdown drains the store before the
+/// process exits: nothing the subscriber acknowledged (and the broker
+/// read, which its PINGRESP proves) comes again, and nothing acknowledged
+/// to the publisher is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_neither_loses_nor_replays() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("ferrymq-term-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut broker, addr) = start(&dir);
+    let pid = broker.0.id().to_string();
+    let mut sub = TestClient::connect(addr, Protocol::V3_1_1).await;
+    sub.handshake(connect(Protocol::V3_1_1, "term-sub", false))
+        .await;
+    sub.subscribe(&[("crash/q1", QoS::AtLeastOnce)]).await;
+
+    let number =
+        |m: &ferrymq_codec::Publish| u32::from_be_bytes(m.payload[..4].try_into().unwrap());
+    let mut acked_by_sub = BTreeSet::new();
+    let mut unacked = BTreeSet::new();
+    let subscriber = async {
+        while acked_by_sub.len() < 500 {
+            let m = sub.recv_publish().await;
+            acked_by_sub.insert(number(&m));
+        }
+        sub.send(Packet::PingReq).await;
+        loop {
+            match sub.recv().await {
+                Packet::PingResp => break,
+                Packet::Publish(m) => {
+                    unacked.insert(number(&m));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let term = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(term.unwrap().success());
+        while let Some(p) = sub.try_recv(Duration::from_secs(10)).await {
+            if let Packet::Publish(m) = p {
+                unacked.insert(number(&m));
+            }
+        }
+    };
+    let mut next = 1u32;
+    let mut acked = Acked::default();
+    tokio::join!(stream(addr, &mut next, &mut acked), subscriber);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = broker.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker stops within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "clean exit: {status}");
+
+    let (_broker, addr) = start(&dir);
+    let mut sub = TestClient::connect(addr, Protocol::V3_1_1).await;
+    let ack = sub
+        .handshake(connect(Protocol::V3_1_1, "term-sub", false))
+        .await;
+    assert!(ack.session_present);
+    let mut after = BTreeSet::new();
+    while let Ok(Some(Packet::Publish(m))) = tokio::time::timeout(
+        Duration::from_secs(2),
+        sub.try_recv(Duration::from_secs(10)),
+    )
+    .await
+    {
+        sub.ack(&m).await;
+        after.insert(number(&m));
+    }
+    let replayed: Vec<_> = after.intersection(&acked_by_sub).collect();
+    assert!(
+        replayed.is_empty(),
+        "acknowledged, then delivered again: {replayed:?}"
+    );
+    let missing: Vec<_> = acked
+        .q1
+        .iter()
+        .filter(|n| !acked_by_sub.contains(n) && !unacked.contains(n) && !after.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged to the publisher, never delivered: {missing:?}"
+    );
+    eprintln!(
+        "SIGTERM test: {} acknowledged by the subscriber before, {} after the restart",
+        acked_by_sub.len(),
+        after.len()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

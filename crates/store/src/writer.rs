@@ -143,6 +143,17 @@ impl WriterHandle {
         durable
     }
 
+    /// The sequence number of the last submission.
+    pub fn submitted(&self) -> u64 {
+        self.sender.lock().next
+    }
+
+    /// Waits until everything submitted so far is durable: false if it
+    /// never will be.
+    pub async fn flush(&self) -> bool {
+        self.wait(self.submitted()).await
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

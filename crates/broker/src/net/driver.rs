@@ -550,6 +550,7 @@ async fn run<T: Transport>(
         } else {
             session.delayed_will = Some(crate::will::schedule(
                 &broker,
+                client_id.clone(),
                 message,
                 Duration::from_secs(u64::from(delay)),
                 crate::persist::unix_deadline(delay),
