@@ -108,6 +108,7 @@ impl Broker {
                 messages: self.config.max_queued_messages,
                 bytes: self.config.max_queued_bytes,
                 queue_qos0_offline: self.config.queue_qos0_messages,
+                stall: self.config.max_queue_stall,
             }),
             durable: AtomicBool::new(self.persist.is_some() && expiry_interval > 0),
         });
@@ -452,8 +453,15 @@ impl Broker {
                 to_store = Some((seq, delivery.clone()));
             }
         }
-        match sub.session.mailbox.push(delivery) {
-            Push::Queued => {
+        let mailbox = &sub.session.mailbox;
+        match mailbox.push(delivery, fanout.waiter.as_ref()) {
+            pushed @ (Push::Queued | Push::Over | Push::QueuedEvicting) => {
+                match pushed {
+                    // Its publisher waits for room (see `mailbox`).
+                    Push::Over => fanout.full.push(mailbox.clone()),
+                    Push::QueuedEvicting => Metrics::add(&self.metrics.dropped_qos0_full, 1),
+                    _ => {}
+                }
                 if let Some((seq, d)) = to_store {
                     fanout.ops.push(Op::PutQueued {
                         client_id: sub.session.client_id.clone(),
@@ -467,10 +475,12 @@ impl Broker {
                 }
                 true
             }
-            Push::DroppedFull => {
+            dropped @ (Push::DroppedFull | Push::DroppedStalled) => {
                 fanout.dropped += 1;
                 let counter = if qos == QoS::AtMostOnce {
                     &self.metrics.dropped_qos0_full
+                } else if dropped == Push::DroppedStalled {
+                    &self.metrics.dropped_stalled
                 } else {
                     &self.metrics.dropped_queue_full
                 };
@@ -488,6 +498,13 @@ impl Broker {
 /// What one publication caused besides deliveries.
 #[derive(Debug, Default)]
 pub struct Fanout {
+    /// The publishing connection's mailbox, through which it is woken
+    /// when a full queue it fed has room again (`None`: the broker's own
+    /// publications, which wait for nobody).
+    pub waiter: Option<Arc<Mailbox>>,
+    /// Queues of online subscribers that took a delivery past their limit:
+    /// the publisher stops reading until they have room (or stall).
+    pub full: Vec<Arc<Mailbox>>,
     /// Store writes to make before acknowledging the publisher.
     pub ops: Vec<Op>,
     /// Copies dropped because a subscriber's queue was full.

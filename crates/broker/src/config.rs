@@ -207,6 +207,15 @@ pub struct Config {
     /// `max_topic_alias_broker`: topic aliases the broker sets towards an
     /// MQTT 5 client, at most (and at most what the client allows).
     pub max_topic_alias_broker: u16,
+    /// `max_queue_stall_ms` (ferrymq): how long a full queue of an online
+    /// subscriber may go without progress before its publishers stop
+    /// waiting for it and Mosquitto's drop rule applies (0: never wait,
+    /// Mosquitto's behaviour).
+    pub max_queue_stall: Duration,
+    /// `max_store_backlog` (ferrymq): store operations waiting for the
+    /// disk beyond which a connection whose own writes wait stops being
+    /// read until they are durable.
+    pub max_store_backlog: usize,
     /// `max_topic_levels` (ferrymq): the most levels a topic name or
     /// filter may have. A 65,535-byte filter can hold 32,768, and each
     /// level is a node of the topic index; past the limit a SUBSCRIBE
@@ -269,6 +278,8 @@ impl Default for Config {
             clientid_prefixes: None,
             upgrade_outgoing_qos: false,
             max_topic_alias_broker: 10,
+            max_queue_stall: Duration::from_secs(5),
+            max_store_backlog: 128 * 1024,
             max_topic_levels: 128,
             max_subscriptions_per_session: 10_000,
             max_filters_per_subscribe: 1_000,
@@ -520,6 +531,12 @@ impl Config {
                         let n = number(u32::MAX.into())? as usize;
                         config.max_connections = config.max_connections.min(n);
                     }
+                }
+                "max_queue_stall_ms" => {
+                    config.max_queue_stall = Duration::from_millis(number(3_600_000)?)
+                }
+                "max_store_backlog" => {
+                    config.max_store_backlog = (number(u32::MAX.into())? as usize).max(1)
                 }
                 "max_topic_levels"
                 | "max_subscriptions_per_session"

@@ -369,6 +369,9 @@ pub async fn accept(
         pending_acks: Default::default(),
         held: Default::default(),
         store_ops: Vec::new(),
+        waiting_on: Vec::new(),
+        store_wait: None,
+        paused_at: None,
         // The CONNECT itself is a packet received.
         tally: Tally {
             messages_received: 1,

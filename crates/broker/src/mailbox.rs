@@ -1,24 +1,34 @@
 //! A session's delivery queue and the one place where the overflow policy
 //! lives.
 //!
-//! Publishers push into it and never wait; the session's connection task
-//! drains it. It outlives connections: while the client is away the same
-//! queue holds what a persistent session is owed.
+//! Publishers push into it; the session's connection task drains it. It
+//! outlives connections: while the client is away the same queue holds
+//! what a persistent session is owed.
 //!
-//! Overflow policy (counted in [`Metrics`](crate::metrics::Metrics)):
+//! Overflow policy (see `docs/architecture.md`, "Overload"):
 //! - the queue is full at `max_queued_messages` messages, or when the next
-//!   message's payload would take it past `max_queued_bytes` (an empty
-//!   queue takes any one message, so a message larger than the byte limit
-//!   still reaches a client that keeps up, as Mosquitto sends it straight
-//!   into the in-flight window);
-//! - what finds the queue full is dropped, whatever its QoS;
-//! - QoS 0 is not queued at all while the client is offline, and dropped
-//!   from the queue when it leaves (Mosquitto's default
-//!   `queue_qos0_messages false`); with `queue_qos0_messages true` it is
-//!   kept like QoS 1/2, within the same limits.
+//!   message would take it past `max_queued_bytes` (an empty queue takes
+//!   any one message, so a message larger than the byte limit still
+//!   reaches a client that keeps up, as Mosquitto sends it straight into
+//!   the in-flight window). A message counts its topic, payload and
+//!   properties;
+//! - **online, making progress**: a full queue takes the delivery anyway
+//!   ([`Push::Over`]) and its publisher's connection stops being read
+//!   until the queue is down to half ([`Mailbox::wait_for_room`]): the
+//!   publisher is slowed to the subscriber's pace, nothing is dropped,
+//!   and the queue passes its limit by at most one message per publisher;
+//! - **online, stalled** (nothing taken from a full queue for
+//!   `max_queue_stall_ms`): Mosquitto's rule, what finds the queue full is
+//!   dropped and counted, so one stuck client never holds its publishers;
+//!   a QoS 1/2 message first evicts the oldest queued QoS 0 one;
+//! - **offline**: Mosquitto's rule too (a publisher cannot wait for a
+//!   client that is away), with the same QoS 0 eviction; QoS 0 is not
+//!   queued at all unless `queue_qos0_messages`, and is dropped from the
+//!   queue when the client leaves.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use ferrymq_codec::QoS;
 use parking_lot::Mutex;
@@ -29,23 +39,37 @@ use crate::message::Delivery;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
     Queued,
-    /// Dropped: the queue was full.
+    /// Queued past the limit of an online session that makes progress:
+    /// the publisher is to wait for room ([`Mailbox::wait_for_room`]).
+    Over,
+    /// Queued after evicting a queued QoS 0 message (counted as dropped).
+    QueuedEvicting,
+    /// Dropped: an offline session's queue was full.
     DroppedFull,
+    /// Dropped: an online session's queue was full and stalled.
+    DroppedStalled,
     /// Dropped: QoS 0 to an offline session.
     DroppedOffline,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     queue: VecDeque<Delivery>,
     online: bool,
-    /// Payload bytes in `queue` and `held`, for
-    /// `$SYS/broker/store/messages/bytes` (kept under the lock the queue
-    /// already takes, so it costs an add).
+    /// Bytes of the messages in `queue` and `held`, as `max_queued_bytes`
+    /// counts them (kept under the lock the queue already takes).
     bytes: usize,
     /// While the session's SUBSCRIBE runs (see [`Mailbox::hold`]):
     /// deliveries pushed meanwhile, which go behind its retained messages.
     held: Option<VecDeque<Delivery>>,
+    /// Publishers waiting for room, woken when the queue is down to half.
+    waiters: Vec<Weak<Mailbox>>,
+    /// When the queue last made progress: a delivery taken, or the queue
+    /// filling from empty. Stalled: full, and no progress for the limit.
+    progress: Instant,
+    /// The most deliveries queued at once (for operators: how close the
+    /// session came to its limit).
+    high_water: usize,
 }
 
 impl Inner {
@@ -54,7 +78,7 @@ impl Inner {
             .queue
             .iter()
             .chain(self.held.iter().flatten())
-            .map(|d| d.message.payload.len())
+            .map(|d| d.message.size())
             .sum();
     }
 
@@ -62,20 +86,61 @@ impl Inner {
         self.queue.len() + self.held.as_ref().map_or(0, VecDeque::len)
     }
 
-    /// Whether a message of `size` payload bytes finds the queue full.
+    /// Whether a message of `size` bytes finds the queue full.
     fn full(&self, limits: &Limits, size: usize) -> bool {
         let len = self.len();
         len >= limits.messages || (len > 0 && self.bytes.saturating_add(size) > limits.bytes)
     }
+
+    /// Whether the queue is at its limits now.
+    fn at_limit(&self, limits: &Limits) -> bool {
+        self.len() >= limits.messages || self.bytes >= limits.bytes
+    }
+
+    /// Down to half its limits: waiting publishers may go on.
+    fn below_half(&self, limits: &Limits) -> bool {
+        self.len() <= limits.messages / 2 && self.bytes <= limits.bytes / 2
+    }
+
+    fn stalled(&self, limits: &Limits, now: Instant) -> bool {
+        now.saturating_duration_since(self.progress) >= limits.stall
+    }
+
+    fn append(&mut self, delivery: Delivery) {
+        if self.len() == 0 {
+            self.progress = Instant::now();
+        }
+        self.bytes += delivery.message.size();
+        match &mut self.held {
+            Some(held) => held.push_back(delivery),
+            None => self.queue.push_back(delivery),
+        }
+        self.high_water = self.high_water.max(self.len());
+    }
+
+    /// Drops the oldest queued QoS 0 delivery, if any, to make room for
+    /// one that is worth more.
+    fn evict_qos0(&mut self) -> bool {
+        let Some(i) = self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) else {
+            return false;
+        };
+        if let Some(d) = self.queue.remove(i) {
+            self.bytes = self.bytes.saturating_sub(d.message.size());
+        }
+        true
+    }
 }
 
 /// The limits of one session's queue (`max_queued_messages`,
-/// `max_queued_bytes`, `queue_qos0_messages`).
+/// `max_queued_bytes`, `queue_qos0_messages`, `max_queue_stall_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub messages: usize,
     pub bytes: usize,
     pub queue_qos0_offline: bool,
+    /// How long a full queue of an online session may go without
+    /// progress before its publishers stop waiting for it.
+    pub stall: Duration,
 }
 
 impl From<usize> for Limits {
@@ -85,6 +150,7 @@ impl From<usize> for Limits {
             messages,
             bytes: usize::MAX,
             queue_qos0_offline: false,
+            stall: Duration::from_secs(5),
         }
     }
 }
@@ -113,7 +179,7 @@ impl Held<'_> {
         let held = inner.held.take().unwrap_or_default();
         let was_empty = inner.queue.is_empty();
         for delivery in first {
-            let size = delivery.message.payload.len();
+            let size = delivery.message.size();
             // What was held is already counted in: it came first, and was
             // accepted.
             let len = inner.queue.len() + held.len();
@@ -123,10 +189,10 @@ impl Held<'_> {
                 dropped += 1;
                 continue;
             }
-            inner.bytes += size;
-            inner.queue.push_back(delivery);
+            inner.append(delivery);
         }
         inner.queue.extend(held);
+        inner.high_water = inner.high_water.max(inner.len());
         let wake = was_empty && !inner.queue.is_empty() && inner.online;
         drop(inner);
         // `held` is taken: the guard's drop finds nothing left to do.
@@ -162,34 +228,66 @@ pub struct Mailbox {
 impl Mailbox {
     pub fn new(limits: impl Into<Limits>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                online: false,
+                bytes: 0,
+                held: None,
+                waiters: Vec::new(),
+                progress: Instant::now(),
+                high_water: 0,
+            }),
             notify: Notify::new(),
             limits: limits.into(),
         })
     }
 
-    /// Queues `delivery` unless the policy says drop; never blocks.
-    pub fn push(&self, delivery: Delivery) -> Push {
+    /// Queues `delivery` as the overflow policy says (see the module
+    /// documentation); never blocks. With [`Push::Over`], `waiter` (the
+    /// publisher's own mailbox, through which its task is woken) is
+    /// registered to be woken when the queue is down to half.
+    pub fn push(&self, delivery: Delivery, waiter: Option<&Arc<Mailbox>>) -> Push {
         let mut inner = self.inner.lock();
         if !inner.online && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
             return Push::DroppedOffline;
         }
-        let size = delivery.message.payload.len();
-        if inner.full(&self.limits, size) {
-            return Push::DroppedFull;
+        let mut outcome = Push::Queued;
+        if inner.full(&self.limits, delivery.message.size()) {
+            let now = delivery.message.received;
+            if inner.online && !inner.stalled(&self.limits, now) {
+                outcome = Push::Over;
+                if let Some(w) = waiter {
+                    register(&mut inner.waiters, w);
+                }
+            } else if delivery.qos != QoS::AtMostOnce && inner.evict_qos0() {
+                outcome = Push::QueuedEvicting;
+            } else if inner.online {
+                return Push::DroppedStalled;
+            } else {
+                return Push::DroppedFull;
+            }
         }
-        inner.bytes += size;
-        if let Some(held) = &mut inner.held {
-            held.push_back(delivery);
-            return Push::Queued;
-        }
-        let wake = inner.queue.is_empty() && inner.online;
-        inner.queue.push_back(delivery);
+        let wake = inner.queue.is_empty() && inner.held.is_none() && inner.online;
+        inner.append(delivery);
         drop(inner);
         if wake {
             self.notify.notify_one();
         }
-        Push::Queued
+        outcome
+    }
+
+    /// Whether a publisher that found this queue full must still wait for
+    /// it at `now`: the session is online, its queue at its limits, and
+    /// not stalled. If so, `waiter` is (again) registered to be woken, and
+    /// the instant at which the queue would count as stalled is returned,
+    /// for the publisher to look again then.
+    pub fn wait_for_room(&self, waiter: &Arc<Mailbox>, now: Instant) -> Option<Instant> {
+        let mut inner = self.inner.lock();
+        if !inner.online || !inner.at_limit(&self.limits) || inner.stalled(&self.limits, now) {
+            return None;
+        }
+        register(&mut inner.waiters, waiter);
+        Some(inner.progress + self.limits.stall)
     }
 
     /// Holds back what is pushed from now until the guard's
@@ -205,26 +303,37 @@ impl Mailbox {
         Held { mailbox: self }
     }
 
-    /// Queues a delivery read back from the store, whatever the limits:
-    /// it was accepted before the restart.
+    /// Queues a delivery read back from the store, or handed back, whatever
+    /// the limits: it was accepted before.
     pub fn push_recovered(&self, delivery: Delivery) {
         let mut inner = self.inner.lock();
-        inner.bytes += delivery.message.payload.len();
-        inner.queue.push_back(delivery);
+        inner.append(delivery);
     }
 
     /// Takes the first delivery if `accept` says it can be sent now.
     pub fn pop_if(&self, accept: impl FnOnce(&Delivery) -> bool) -> Option<Delivery> {
         let mut inner = self.inner.lock();
-        if inner.queue.front().is_some_and(accept) {
-            let delivery = inner.queue.pop_front();
-            if let Some(d) = &delivery {
-                inner.bytes = inner.bytes.saturating_sub(d.message.payload.len());
-            }
-            delivery
-        } else {
-            None
+        if !inner.queue.front().is_some_and(accept) {
+            return None;
         }
+        let delivery = inner.queue.pop_front()?;
+        inner.bytes = inner.bytes.saturating_sub(delivery.message.size());
+        let waiters = if !inner.waiters.is_empty() && inner.below_half(&self.limits) {
+            std::mem::take(&mut inner.waiters)
+        } else {
+            Vec::new()
+        };
+        drop(inner);
+        wake_all(waiters);
+        Some(delivery)
+    }
+
+    /// Records progress at `now`: the session's task took deliveries
+    /// (called once per turn that took any, so that the clock is read
+    /// once per turn, not per message).
+    pub fn progressed(&self, now: Instant) {
+        let mut inner = self.inner.lock();
+        inner.progress = inner.progress.max(now);
     }
 
     pub fn is_online(&self) -> bool {
@@ -239,29 +348,42 @@ impl Mailbox {
         self.len() == 0
     }
 
-    /// Queued deliveries and their payload bytes.
+    /// Queued deliveries and their bytes.
     pub fn depth(&self) -> (usize, usize) {
         let inner = self.inner.lock();
         (inner.len(), inner.bytes)
     }
 
+    /// The most deliveries this queue held at once.
+    pub fn high_water(&self) -> usize {
+        self.inner.lock().high_water
+    }
+
     /// Marks the session connected (QoS 0 accepted, task woken on push) or
-    /// away. Going offline drops queued QoS 0 messages and returns how many.
+    /// away. Going offline drops queued QoS 0 messages and returns how
+    /// many, and lets waiting publishers go: nobody waits for a client
+    /// that is away.
     pub fn set_online(&self, online: bool) -> usize {
         let mut inner = self.inner.lock();
         inner.online = online;
         if online {
+            inner.progress = Instant::now();
             drop(inner);
             self.notify.notify_one();
-            0
-        } else if self.limits.queue_qos0_offline {
+            return 0;
+        }
+        let waiters = std::mem::take(&mut inner.waiters);
+        let dropped = if self.limits.queue_qos0_offline {
             0
         } else {
             let before = inner.queue.len();
             inner.queue.retain(|d| d.qos != QoS::AtMostOnce);
             inner.recount();
             before - inner.queue.len()
-        }
+        };
+        drop(inner);
+        wake_all(waiters);
+        dropped
     }
 
     /// Wakes the session's connection task.
@@ -299,7 +421,27 @@ impl Mailbox {
         }
         inner.queue = kept;
         inner.recount();
+        let waiters = std::mem::take(&mut inner.waiters);
+        drop(inner);
+        wake_all(waiters);
         taken
+    }
+}
+
+/// Adds `waiter` to `waiters` once; drops entries whose publisher is gone.
+fn register(waiters: &mut Vec<Weak<Mailbox>>, waiter: &Arc<Mailbox>) {
+    waiters.retain(|w| w.strong_count() > 0);
+    if !waiters
+        .iter()
+        .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(waiter)))
+    {
+        waiters.push(Arc::downgrade(waiter));
+    }
+}
+
+fn wake_all(waiters: Vec<Weak<Mailbox>>) {
+    for waiter in waiters.iter().filter_map(Weak::upgrade) {
+        waiter.wake();
     }
 }
 
@@ -310,29 +452,29 @@ mod tests {
     use bytes::Bytes;
     use ferrymq_codec::{Properties, TopicName};
 
-    fn delivery(payload: &'static [u8], retain: bool) -> Delivery {
+    fn delivery_at(payload: &'static [u8], qos: QoS, received: Instant) -> Delivery {
         let message = Arc::new(Message {
             topic: TopicName::new("t").unwrap(),
             payload: Bytes::from_static(payload),
-            qos: QoS::AtLeastOnce,
-            retain,
+            qos,
+            retain: false,
             properties: Properties::new(),
-            received: std::time::Instant::now(),
+            received,
             origin: 0,
         });
-        Delivery::new(message, QoS::AtLeastOnce, retain)
+        Delivery::new(message, qos, false)
     }
 
-    fn drain(m: &Mailbox) -> Vec<&'static [u8]> {
+    fn delivery(payload: &'static [u8], retain: bool) -> Delivery {
+        let mut d = delivery_at(payload, QoS::AtLeastOnce, Instant::now());
+        d.retain = retain;
+        d
+    }
+
+    fn drain(m: &Mailbox) -> Vec<Bytes> {
         let mut out = Vec::new();
         while let Some(d) = m.pop_if(|_| true) {
-            let p: &'static [u8] = match &d.message.payload[..] {
-                b"old" => b"old",
-                b"retained" => b"retained",
-                b"live" => b"live",
-                _ => b"?",
-            };
-            out.push(p);
+            out.push(d.message.payload.clone());
         }
         out
     }
@@ -344,23 +486,94 @@ mod tests {
     fn held_pushes_follow_the_retained_messages() {
         let m = Mailbox::new(3);
         m.set_online(true);
-        assert_eq!(m.push(delivery(b"old", false)), Push::Queued);
+        assert_eq!(m.push(delivery(b"old", false), None), Push::Queued);
         let held = m.hold();
-        assert_eq!(m.push(delivery(b"live", false)), Push::Queued);
+        assert_eq!(m.push(delivery(b"live", false), None), Push::Queued);
         assert_eq!(held.room(), 1);
         assert!(m
             .pop_if(|_| true)
             .is_some_and(|d| &d.message.payload[..] == b"old"));
-        // Two retained, room for one: the held live message keeps its place.
         let dropped = held.release(vec![
             delivery(b"retained", true),
             delivery(b"retained", true),
         ]);
         assert_eq!(dropped, 0);
-        assert_eq!(drain(&m), vec![&b"retained"[..], b"retained", b"live"]);
+        assert_eq!(drain(&m), vec!["retained", "retained", "live"]);
         let held = m.hold();
-        assert_eq!(m.push(delivery(b"live", false)), Push::Queued);
+        assert_eq!(m.push(delivery(b"live", false), None), Push::Queued);
         drop(held);
-        assert_eq!(drain(&m), vec![&b"live"[..]]);
+        assert_eq!(drain(&m), vec!["live"]);
+    }
+
+    /// Issue 16: a full queue of an online session that makes progress
+    /// takes the delivery and asks its publisher to wait; the publisher is
+    /// woken once the queue is down to half.
+    #[test]
+    fn an_online_full_queue_slows_its_publisher_instead_of_dropping() {
+        let sub = Mailbox::new(4);
+        let publisher = Mailbox::new(4);
+        sub.set_online(true);
+        for _ in 0..4 {
+            assert_eq!(
+                sub.push(delivery(b"x", false), Some(&publisher)),
+                Push::Queued
+            );
+        }
+        assert_eq!(
+            sub.push(delivery(b"x", false), Some(&publisher)),
+            Push::Over
+        );
+        let now = Instant::now();
+        assert!(sub.wait_for_room(&publisher, now).is_some());
+        // Popping to half wakes the publisher, whose wait then ends.
+        for _ in 0..3 {
+            sub.pop_if(|_| true);
+        }
+        assert!(sub.wait_for_room(&publisher, now).is_none());
+        let woken = publisher.notify.notified();
+        tokio::pin!(woken);
+        assert!(woken.as_mut().enable(), "the publisher's task was woken");
+    }
+
+    /// A full queue that makes no progress for `stall` is treated as
+    /// Mosquitto treats a full queue: drops, QoS 0 first.
+    #[test]
+    fn a_stalled_queue_drops_qos0_first_and_lets_publishers_go() {
+        let stall = Duration::from_millis(100);
+        let sub = Mailbox::new(Limits {
+            stall,
+            ..Limits::from(2)
+        });
+        let publisher = Mailbox::new(2);
+        sub.set_online(true);
+        let t0 = Instant::now();
+        sub.push(delivery_at(b"q0", QoS::AtMostOnce, t0), Some(&publisher));
+        sub.push(delivery_at(b"q1", QoS::AtLeastOnce, t0), Some(&publisher));
+        let later = t0 + stall * 2;
+        assert!(sub.wait_for_room(&publisher, later).is_none(), "stalled");
+        assert_eq!(
+            sub.push(delivery_at(b"q1b", QoS::AtLeastOnce, later), None),
+            Push::QueuedEvicting
+        );
+        assert_eq!(
+            sub.push(delivery_at(b"q0b", QoS::AtMostOnce, later), None),
+            Push::DroppedStalled
+        );
+        assert_eq!(drain(&sub), vec!["q1", "q1b"]);
+    }
+
+    #[test]
+    fn offline_queues_keep_mosquittos_limits() {
+        let sub = Mailbox::new(1);
+        let publisher = Mailbox::new(1);
+        assert_eq!(
+            sub.push(delivery(b"a", false), Some(&publisher)),
+            Push::Queued
+        );
+        assert_eq!(
+            sub.push(delivery(b"b", false), Some(&publisher)),
+            Push::DroppedFull
+        );
+        assert!(sub.wait_for_room(&publisher, Instant::now()).is_none());
     }
 }

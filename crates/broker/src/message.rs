@@ -59,6 +59,17 @@ impl Message {
     pub fn is_expired(&self, now: Instant) -> bool {
         self.remaining_expiry(now) == Some(0)
     }
+
+    /// The bytes a queue counts for this message against
+    /// `max_queued_bytes`: topic, payload and properties.
+    pub fn size(&self) -> usize {
+        let properties = if self.properties.is_empty() {
+            0
+        } else {
+            ferrymq_codec::encode::properties_len(&self.properties)
+        };
+        self.topic.len() + self.payload.len() + properties
+    }
 }
 
 /// One message on its way to one session.

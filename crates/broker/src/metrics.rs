@@ -40,8 +40,19 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// QoS 0 dropped because a subscriber's queue was full.
     pub dropped_qos0_full: AtomicU64,
-    /// QoS 1/2 dropped because a session's queue reached `max_queued_messages`.
+    /// QoS 1/2 dropped because an offline session's queue was full
+    /// (`max_queued_messages`, `max_queued_bytes`).
     pub dropped_queue_full: AtomicU64,
+    /// QoS 1/2 dropped because an online session's queue was full and
+    /// made no progress for `max_queue_stall_ms`.
+    pub dropped_stalled: AtomicU64,
+    /// Publishing connections not being read now because a subscriber
+    /// they fed is full (or their store writes outran the disk).
+    pub publishers_paused: AtomicU64,
+    /// Times a publishing connection was paused so, since start.
+    pub publisher_pauses: AtomicU64,
+    /// Microseconds publishing connections spent paused, summed.
+    pub publisher_paused_micros: AtomicU64,
     /// QoS 0 not queued for a persistent session that is offline.
     pub dropped_qos0_offline: AtomicU64,
     /// Messages whose expiry interval passed before they could be sent.
@@ -164,9 +175,10 @@ impl Metrics {
 
     /// Every way a message can be lost on its way to a subscriber, the
     /// sum Mosquitto reports as `publish/messages/dropped`, and more.
-    pub fn drops(&self) -> [(&'static str, &AtomicU64); 6] {
+    pub fn drops(&self) -> [(&'static str, &AtomicU64); 7] {
         [
             ("queue_full", &self.dropped_queue_full),
+            ("stalled", &self.dropped_stalled),
             ("qos0_queue_full", &self.dropped_qos0_full),
             ("qos0_offline", &self.dropped_qos0_offline),
             ("expired", &self.dropped_expired),

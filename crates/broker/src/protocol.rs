@@ -16,10 +16,11 @@ use tracing::{debug, trace};
 
 use crate::alias;
 use crate::broker::{Broker, Fanout};
+use crate::mailbox::Mailbox;
 use crate::message::{Delivery, Message};
-use crate::metrics::Tally;
+use crate::metrics::{Metrics, Tally};
 use crate::persist::{self, Stage};
-use crate::session::{OutboundState, PubRec, SessionState};
+use crate::session::{Inflight, OutboundState, PubRec, SessionState};
 use ferrymq_auth::Access;
 use ferrymq_store::Op;
 use std::collections::VecDeque;
@@ -147,6 +148,13 @@ pub struct Connection {
     pub held: VecDeque<(u64, Packet)>,
     /// Store writes gathered while handling packets, submitted in one go.
     pub store_ops: Vec<Op>,
+    /// Why the connection is not read (see [`Connection::blocked`]): the
+    /// full queues of online subscribers it fed, and the store submission
+    /// it waits for when its writes outran the disk.
+    pub waiting_on: Vec<Arc<Mailbox>>,
+    pub store_wait: Option<u64>,
+    /// Since when the connection is paused, for the metrics.
+    pub paused_at: Option<Instant>,
     pub tally: Tally,
 }
 
@@ -168,36 +176,69 @@ impl Connection {
     }
 
     /// Resends, after a session resumes, what was in flight ([MQTT-4.4.0-1]):
-    /// PUBLISH with DUP for unacknowledged messages, PUBREL where PUBREC came.
-    /// Behind the session's last store writes, if they are not yet durable
-    /// (the previous connection's stage records).
+    /// PUBLISH with DUP for unacknowledged messages, PUBREL where PUBREC came,
+    /// as far as this connection's Receive Maximum allows; the rest waits
+    /// in [`SessionState::resend`] and goes out first as the window opens.
     pub fn resend_inflight(&mut self, now: Instant) {
-        let last = self.session.last_store_seq;
-        let wait = match &self.broker.persist {
-            Some(p) if last != 0 && !p.writer.is_durable(last) => {
-                p.wake_when_durable(last, &self.session.shared.mailbox);
-                true
-            }
-            _ => false,
-        };
+        self.session.merge_resend();
+        let keep = self.max_inflight.min(self.session.inflight.len());
+        self.session.resend = self.session.inflight.split_off(keep);
         let pending: Vec<_> = self.session.inflight.iter().cloned().collect();
+        let mut gone = Vec::new();
         for m in pending {
-            let packet = match m.state {
-                OutboundState::AwaitingPubComp => Packet::PubRel(PubResponse::new(m.packet_id)),
-                _ => {
-                    let mut publish =
-                        m.delivery
-                            .to_publish(Some(m.packet_id), true, self.protocol, now);
-                    self.aliases_out.apply(&mut publish);
-                    Packet::Publish(publish)
-                }
-            };
-            if wait {
-                self.held.push_back((last, packet));
-            } else {
-                self.send_ordered(false, packet);
+            if !self.resend_one(&m, now) {
+                gone.push(m.packet_id);
             }
         }
+        self.session
+            .inflight
+            .retain(|m| !gone.contains(&m.packet_id));
+    }
+
+    /// Resends one message of an earlier connection, behind the session's
+    /// last store writes if they are not yet durable (that connection's
+    /// stage records). False if it is too large for this client, which
+    /// then never gets it ([MQTT-3.1.2-25]): it is done with.
+    fn resend_one(&mut self, m: &Inflight, now: Instant) -> bool {
+        let packet = match m.state {
+            OutboundState::AwaitingPubComp => Packet::PubRel(PubResponse::new(m.packet_id)),
+            _ => {
+                let mut publish =
+                    m.delivery
+                        .to_publish(Some(m.packet_id), true, self.protocol, now);
+                if !self.fits(&publish) {
+                    trace!(
+                        "in-flight message larger than the client's Maximum Packet Size dropped"
+                    );
+                    self.tally.dropped_too_large += 1;
+                    self.forget(&m.delivery);
+                    return false;
+                }
+                self.aliases_out.apply(&mut publish);
+                Packet::Publish(publish)
+            }
+        };
+        let last = self.session.last_store_seq;
+        match &self.broker.persist {
+            Some(p) if last != 0 && !p.writer.is_durable(last) => {
+                p.wake_when_durable(last, &self.session.shared.mailbox);
+                let seq = self.held.back().map_or(last, |(s, _)| (*s).max(last));
+                self.held.push_back((seq, packet));
+            }
+            _ => self.send_ordered(false, packet),
+        }
+        true
+    }
+
+    /// Whether `publish` fits the client's Maximum Packet Size, checked
+    /// with the full topic and room for a Topic Alias, before an alias is
+    /// assigned.
+    fn fits(&self, publish: &Publish) -> bool {
+        let Some(max) = self.client_max_packet else {
+            return true;
+        };
+        let len = encoded_len(&Packet::Publish(publish.clone()), self.protocol);
+        len.is_ok_and(|n| n + 3 <= max)
     }
 
     /// Sends an outbound PUBLISH or PUBREL: after the store if `wrote`
@@ -224,20 +265,35 @@ impl Connection {
     /// task when a push finds it empty.
     pub fn drain_mailbox(&mut self, now: Instant) -> bool {
         let mailbox = self.session.shared.mailbox.clone();
-        loop {
+        let mut took = false;
+        let more = loop {
             if self.out.len() >= WRITE_HIGH_WATER {
-                return !mailbox.is_empty();
+                break !mailbox.is_empty() || !self.session.resend.is_empty();
             }
             if self.held.len() >= HELD_HIGH_WATER {
                 // The store's wake-up brings the task back.
-                return false;
+                break false;
             }
             let window_open = self.session.inflight_len() < self.max_inflight;
+            // What an earlier connection had in flight goes first.
+            if window_open {
+                if let Some(m) = self.session.resend.pop_front() {
+                    if self.resend_one(&m, now) {
+                        self.session.inflight.push_back(m);
+                    }
+                    continue;
+                }
+            }
             let Some(delivery) = mailbox.pop_if(|d| d.qos == QoS::AtMostOnce || window_open) else {
-                return false;
+                break false;
             };
+            took = true;
             self.deliver(delivery, now);
+        };
+        if took {
+            mailbox.progressed(now);
         }
+        more
     }
 
     fn deliver(&mut self, delivery: Delivery, now: Instant) {
@@ -265,17 +321,13 @@ impl Connection {
             }
         };
         let mut publish = delivery.to_publish(packet_id, false, self.protocol, now);
-        if let Some(max) = self.client_max_packet {
+        if !self.fits(&publish) {
             // A message too large for this client is dropped for it alone
-            // ([MQTT-3.1.2-25]). Checked with the full topic and room for a
-            // Topic Alias, before an alias is assigned.
-            let len = encoded_len(&Packet::Publish(publish.clone()), self.protocol);
-            if len.map_or(true, |n| n + 3 > max) {
-                trace!("message larger than the client's Maximum Packet Size dropped");
-                self.tally.dropped_too_large += 1;
-                self.forget(&delivery);
-                return;
-            }
+            // ([MQTT-3.1.2-25]).
+            trace!("message larger than the client's Maximum Packet Size dropped");
+            self.tally.dropped_too_large += 1;
+            self.forget(&delivery);
+            return;
         }
         self.aliases_out.apply(&mut publish);
         let mut wrote = false;
@@ -413,6 +465,7 @@ impl Connection {
         // The deliveries' store writes join the connection's batch directly.
         let mut fanout = Fanout {
             ops: self.take_store_ops(),
+            waiter: Some(self.session.shared.mailbox.clone()),
             ..Fanout::default()
         };
         let before = fanout.ops.len();
@@ -422,7 +475,7 @@ impl Connection {
                 // with the batch.
                 let message = Arc::new(Message::from_publish(publish, now, origin));
                 self.broker.publish_with(message, &mut fanout);
-                self.after_publish(&fanout);
+                self.after_publish(&mut fanout);
                 self.store_ops = fanout.ops;
             }
             (QoS::AtLeastOnce, Some(id)) => {
@@ -430,7 +483,7 @@ impl Connection {
                 let routed = self.broker.publish_with(message, &mut fanout);
                 let ack = Packet::PubAck(self.ack(id, routed, fanout.dropped));
                 let wrote = fanout.ops.len() > before;
-                self.after_publish(&fanout);
+                self.after_publish(&mut fanout);
                 self.store_ops = fanout.ops;
                 self.queue_ack(wrote, ack);
             }
@@ -472,7 +525,7 @@ impl Connection {
                     rec
                 };
                 let wrote = fanout.ops.len() > before;
-                self.after_publish(&fanout);
+                self.after_publish(&mut fanout);
                 self.store_ops = fanout.ops;
                 self.queue_ack(wrote, Packet::PubRec(rec));
             }
@@ -487,10 +540,96 @@ impl Connection {
         Ok(())
     }
 
-    /// Takes note of what a publication submitted to the store itself (a
-    /// retained message's change): later acknowledgements wait for it.
-    fn after_publish(&mut self, fanout: &Fanout) {
+    /// Takes note of what a publication caused besides its deliveries:
+    /// its own store submission (a retained message's change), which
+    /// later acknowledgements wait for, and the full queues it fed, which
+    /// the connection waits for before it reads on.
+    fn after_publish(&mut self, fanout: &mut Fanout) {
         self.session.last_store_seq = self.session.last_store_seq.max(fanout.submitted);
+        if fanout.submitted != 0 {
+            self.check_store_backlog(fanout.submitted);
+        }
+        for full in fanout.full.drain(..) {
+            if !self.waiting_on.iter().any(|m| Arc::ptr_eq(m, &full)) {
+                self.waiting_on.push(full);
+            }
+        }
+        if !self.waiting_on.is_empty() {
+            self.pause(Instant::now());
+        }
+    }
+
+    /// After a submission `seq` of this connection's: if the store's
+    /// backlog is past `max_store_backlog`, writes outrun the disk, and the
+    /// connection reads on only once `seq` is durable (one mechanism with
+    /// the full queues: what waits for the store stays bounded, as a queue
+    /// does).
+    fn check_store_backlog(&mut self, seq: u64) {
+        let Some(p) = &self.broker.persist else {
+            return;
+        };
+        if p.writer.backlog() > self.broker.config.max_store_backlog && !p.writer.is_durable(seq) {
+            self.store_wait = Some(self.store_wait.map_or(seq, |s| s.max(seq)));
+            p.wake_when_durable(seq, &self.session.shared.mailbox);
+            self.pause(Instant::now());
+        }
+    }
+
+    /// Whether a packet just handled asks the connection to stop reading.
+    pub fn must_pause(&self) -> bool {
+        !self.waiting_on.is_empty() || self.store_wait.is_some()
+    }
+
+    fn pause(&mut self, now: Instant) {
+        if self.paused_at.is_none() {
+            self.paused_at = Some(now);
+            let m = &self.broker.metrics;
+            Metrics::add(&m.publishers_paused, 1);
+            Metrics::add(&m.publisher_pauses, 1);
+        }
+    }
+
+    /// Ends a pause, counting its time.
+    pub fn resume(&mut self, now: Instant) {
+        if let Some(since) = self.paused_at.take() {
+            let m = &self.broker.metrics;
+            m.publishers_paused
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let micros = now.saturating_duration_since(since).as_micros();
+            Metrics::add(&m.publisher_paused_micros, micros as u64);
+        }
+    }
+
+    /// Whether the connection must still not be read at `now`: a queue it
+    /// fed is full and its subscriber makes progress (the publisher goes
+    /// at the subscriber's pace), or its store writes wait for a disk they
+    /// outran. `Some(deadline)`: paused, to look again at `deadline` (when
+    /// a queue would count as stalled) or when woken; `None`: read on.
+    pub fn blocked(&mut self, now: Instant) -> Option<Option<Instant>> {
+        if !self.must_pause() {
+            return None;
+        }
+        let own = &self.session.shared.mailbox;
+        let mut next: Option<Instant> = None;
+        self.waiting_on
+            .retain(|full| match full.wait_for_room(own, now) {
+                Some(at) => {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    true
+                }
+                None => false,
+            });
+        if let (Some(seq), Some(p)) = (self.store_wait, &self.broker.persist) {
+            if p.writer.is_durable(seq) {
+                self.store_wait = None;
+            }
+        }
+        if self.must_pause() {
+            Some(next)
+        } else {
+            self.resume(now);
+            None
+        }
     }
 
     /// Completes the QoS exchange of a PUBLISH that is not routed: MQTT 5
@@ -624,6 +763,7 @@ impl Connection {
             return;
         };
         self.session.last_store_seq = seq;
+        self.check_store_backlog(seq);
         let mut waiting = false;
         for queue in [&mut self.pending_acks, &mut self.held] {
             for (s, _) in queue.iter_mut().rev() {

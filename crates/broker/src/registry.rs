@@ -334,3 +334,35 @@ impl Registry {
         self.inner.lock().slots.contains_key(client_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Mailbox;
+    use crate::session::SessionShared;
+
+    /// Issue 20, item 13: what `expire` runs on an expired session (its
+    /// store record's deletion) runs under the registry's lock, before a
+    /// client reconnecting with that id can claim it and write a fresh
+    /// record that the late deletion would remove.
+    #[test]
+    fn expiry_runs_its_deletion_before_the_id_can_be_claimed() {
+        let registry = Registry::default();
+        let shared = Arc::new(SessionShared {
+            id: 1,
+            client_id: "c".into(),
+            mailbox: Mailbox::new(10),
+            durable: Default::default(),
+        });
+        let now = Instant::now();
+        registry.restore("c".into(), SessionState::new(shared, 1), Some(now));
+        let mut ran = 0;
+        let expired = registry.expire(now, |state| {
+            assert_eq!(&*state.shared.client_id, "c");
+            assert!(registry.inner.is_locked(), "runs under the registry's lock");
+            ran += 1;
+        });
+        assert_eq!((expired.len(), ran), (1, 1));
+        assert!(!registry.contains("c"));
+    }
+}

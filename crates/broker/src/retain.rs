@@ -111,40 +111,23 @@ impl Tree {
     }
 }
 
-#[derive(Default)]
-pub struct RetainStore {
-    tree: RwLock<Tree>,
-}
+/// A read view of the retained messages ([`RetainStore::read`]).
+pub struct View<'a>(parking_lot::RwLockReadGuard<'a, Tree>);
 
-impl std::fmt::Debug for RetainStore {
+impl std::fmt::Debug for View<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetainStore")
-            .field("messages", &self.len())
-            .finish_non_exhaustive()
+        f.debug_struct("View")
+            .field("messages", &self.0.count)
+            .finish()
     }
 }
 
-impl RetainStore {
-    /// Stores `message` as the retained message of its topic; an empty
-    /// payload removes it ([MQTT-3.3.1-6]). `then` runs under the same
-    /// write lock, so that what follows the change (its store write) is
-    /// ordered as the changes are: of two publishers racing on one topic,
-    /// memory and disk keep the same winner.
-    pub fn set(&self, message: &Arc<Message>, then: impl FnOnce()) {
-        let mut tree = self.tree.write();
-        if message.payload.is_empty() {
-            tree.remove(&message.topic);
-        } else {
-            tree.insert(message);
-        }
-        then();
-    }
-
+impl View<'_> {
     /// Calls `f` with each retained message whose topic matches `filter`
     /// (a valid topic filter), until `f` returns false. Topics beginning
     /// with `$` match no filter beginning with a wildcard ([MQTT-4.7.2-1]).
     pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&Arc<Message>) -> bool) {
-        let tree = self.tree.read();
+        let tree = &self.0;
         let levels: Vec<&str> = filter.split('/').collect();
         let mut stack: Vec<(&Node, usize)> = vec![(&tree.root, 0)];
         while let Some((node, i)) = stack.pop() {
@@ -193,6 +176,52 @@ impl RetainStore {
                 }
             }
         }
+    }
+}
+
+#[derive(Default)]
+pub struct RetainStore {
+    tree: RwLock<Tree>,
+}
+
+impl std::fmt::Debug for RetainStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetainStore")
+            .field("messages", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetainStore {
+    /// Stores `message` as the retained message of its topic; an empty
+    /// payload removes it ([MQTT-3.3.1-6]). `then` runs under the same
+    /// write lock, so that what follows the change (its store write) is
+    /// ordered as the changes are: of two publishers racing on one topic,
+    /// memory and disk keep the same winner.
+    pub fn set(&self, message: &Arc<Message>, then: impl FnOnce()) {
+        let mut tree = self.tree.write();
+        if message.payload.is_empty() {
+            tree.remove(&message.topic);
+        } else {
+            tree.insert(message);
+        }
+        then();
+    }
+
+    /// Calls `f` with each retained message whose topic matches `filter`
+    /// (a valid topic filter), until `f` returns false. Topics beginning
+    /// with `$` match no filter beginning with a wildcard ([MQTT-4.7.2-1]).
+    pub fn for_each_match(&self, filter: &str, f: impl FnMut(&Arc<Message>) -> bool) {
+        self.read().for_each_match(filter, f);
+    }
+
+    /// The retained messages as they are now, and stay until the view is
+    /// dropped: a SUBSCRIBE enters the topic index while holding one, so
+    /// that a retained publication is either in its view or routed to the
+    /// new subscription after it, never both in the wrong order (a
+    /// publisher changes the store, then routes).
+    pub fn read(&self) -> View<'_> {
+        View(self.tree.read())
     }
 
     /// The retained messages whose topic matches `filter`.

@@ -151,6 +151,11 @@ pub struct SessionState {
     pub subscriptions: HashMap<String, SubscriptionRecord>,
     /// Outbound QoS 1/2 messages not yet acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
+    /// In-flight messages of an earlier connection that the current one
+    /// has not resent yet: its Receive Maximum was smaller than what was
+    /// in flight. They keep their packet ids, and go out (DUP) before
+    /// anything new as the window opens; they follow `inflight` in order.
+    pub resend: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL:
     /// a PUBLISH with one of these is a resend and is not routed again.
     pub inbound_qos2: HashSet<u16>,
@@ -168,6 +173,7 @@ impl SessionState {
             delayed_will: None,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
+            resend: VecDeque::new(),
             inbound_qos2: HashSet::new(),
             last_store_seq: 0,
             next_packet_id: 1,
@@ -181,7 +187,8 @@ impl SessionState {
             let candidate = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(id) = PacketId::new(candidate) {
-                if !self.inflight.iter().any(|m| m.packet_id == id) {
+                let in_use = |m: &Inflight| m.packet_id == id;
+                if !self.inflight.iter().any(in_use) && !self.resend.iter().any(in_use) {
                     return Some(id);
                 }
             }
@@ -237,6 +244,12 @@ impl SessionState {
     pub fn pubcomp(&mut self, packet_id: PacketId) -> Option<Inflight> {
         let i = self.position(packet_id, OutboundState::AwaitingPubComp)?;
         self.inflight.remove(i)
+    }
+
+    /// Puts what waits to be resent back in flight, in order: the
+    /// session's whole in-flight state, as a connection ends or resumes.
+    pub fn merge_resend(&mut self) {
+        self.inflight.append(&mut self.resend);
     }
 
     /// Whether the session outlives its connection.

@@ -139,6 +139,11 @@ impl Connection {
         let share = share.map(|(name, inner)| self.broker.shared_groups.get(name, inner));
         let is_shared = share.is_some();
         let sub = Subscription::new(self.session.shared.clone(), options, identifier, share);
+        // The retained messages as of the moment the subscription takes
+        // effect: a retained publication lands either in this view or,
+        // after it, on the new subscription (see `RetainStore::read`).
+        let broker = self.broker.clone();
+        let view = broker.retained.read();
         let is_new = self.broker.router.subscribe(inner, sub);
         self.session.subscriptions.insert(
             filter.to_string(),
@@ -157,8 +162,9 @@ impl Connection {
                 RetainHandling::DoNotSend => false,
             };
         if send_retained {
-            self.gather_retained(inner, options.qos, identifier, retained);
+            self.gather_retained(&view, inner, options.qos, identifier, retained);
         }
+        drop(view);
         Ok(match options.qos {
             QoS::AtMostOnce => ReasonCode::Success,
             QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -170,6 +176,7 @@ impl Connection {
     /// room for them: nothing is gathered that could not be queued.
     fn gather_retained(
         &self,
+        view: &crate::retain::View<'_>,
         filter: &str,
         granted: QoS,
         identifier: Option<u32>,
@@ -177,7 +184,7 @@ impl Connection {
     ) {
         let now = std::time::Instant::now();
         let broker = &self.broker;
-        broker.retained.for_each_match(filter, |message| {
+        view.for_each_match(filter, |message| {
             if retained.deliveries.len() >= retained.room {
                 retained.cut_short = true;
                 return false;

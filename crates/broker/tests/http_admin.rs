@@ -266,7 +266,8 @@ async fn metrics_cover_every_family() {
     assert_eq!(get(&m, "ferrymq_publish_denied_total"), 0.0);
     assert_eq!(get(&m, "ferrymq_queued_messages"), 2.0);
     assert_eq!(get(&m, "ferrymq_queued_messages_max"), 2.0);
-    assert_eq!(get(&m, "ferrymq_queued_bytes"), 6.0);
+    // Topic, payload and properties: two of "q/x" + "abc".
+    assert_eq!(get(&m, "ferrymq_queued_bytes"), 12.0);
     assert_eq!(get(&m, "ferrymq_subscriptions"), 3.0);
     assert_eq!(get(&m, "ferrymq_shared_subscriptions"), 1.0);
     assert_eq!(get(&m, "ferrymq_retained_messages"), 1.0);
@@ -428,7 +429,8 @@ async fn the_admin_api_lists_clients_subscriptions_and_retained_messages() {
     assert_eq!(beta["connected"], false);
     assert!(beta.get("address").is_none());
     assert_eq!(beta["queued"], 1);
-    assert_eq!(beta["queued_bytes"], 4);
+    // "x/1" and "owed": topic and payload.
+    assert_eq!(beta["queued_bytes"], 7);
     assert_eq!(beta["inflight"], 0);
     assert_eq!(beta["session_expiry_interval"], serde_json::Value::Null);
     assert_eq!(

@@ -329,7 +329,8 @@ fn property_len(p: &Property) -> usize {
     }
 }
 
-fn properties_len(props: &Properties) -> usize {
+/// The bytes `props` take on the wire, without the length field before them.
+pub fn properties_len(props: &Properties) -> usize {
     props.iter().map(property_len).sum()
 }
 

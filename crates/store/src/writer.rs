@@ -16,6 +16,7 @@
 //! which number everything is on disk. Numbers are handed out under the
 //! same lock as the channel send, so the thread sees them in order.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +50,8 @@ pub struct WriterHandle {
     durable: watch::Receiver<u64>,
     stats: Arc<Stats>,
     spare: Spare,
+    /// Ops submitted and not yet committed.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for WriterHandle {
@@ -101,6 +104,7 @@ impl WriterHandle {
     /// blocks: the channel is unbounded, and bounded in practice by the
     /// clients waiting for acknowledgements that only the writer releases.
     pub fn submit(&self, ops: Vec<Op>) -> u64 {
+        self.backlog.fetch_add(ops.len(), Ordering::Relaxed);
         let mut sender = self.sender.lock();
         sender.next += 1;
         let seq = sender.next;
@@ -143,6 +147,12 @@ impl WriterHandle {
         durable
     }
 
+    /// Ops submitted and not yet written and synced: what the disk has
+    /// still to absorb.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
     /// The sequence number of the last submission.
     pub fn submitted(&self) -> u64 {
         self.sender.lock().next
@@ -175,11 +185,19 @@ impl Writer {
         let (durable_tx, durable) = watch::channel(0u64);
         let stats = Arc::new(Stats::default());
         let spare = Spare::default();
+        let backlog = Arc::new(AtomicUsize::new(0));
         let spawned = {
-            let (stats, spare) = (stats.clone(), spare.clone());
+            let (stats, spare, backlog) = (stats.clone(), spare.clone(), backlog.clone());
             std::thread::Builder::new()
                 .name("ferrymq-store".into())
-                .spawn(move || run(&*store, &rx, &spare, durable_tx, &stats, window))
+                .spawn(move || {
+                    let fed = Feed {
+                        rx: &rx,
+                        spare: &spare,
+                        backlog: &backlog,
+                    };
+                    run(&*store, fed, durable_tx, &stats, window)
+                })
         };
         if let Err(e) = spawned {
             error!("cannot start the store thread: {e}");
@@ -189,6 +207,7 @@ impl Writer {
             durable,
             stats,
             spare,
+            backlog,
         }
     }
 }
@@ -208,10 +227,17 @@ fn take(ops: &mut Vec<Op>, spare: &Spare, mut batch: Vec<Op>) {
     recycle(spare, batch);
 }
 
+/// What feeds the store thread: the channel, the spent batches' return
+/// path, and the count of ops not yet committed.
+struct Feed<'a> {
+    rx: &'a mpsc::Receiver<(u64, Vec<Op>)>,
+    spare: &'a Spare,
+    backlog: &'a AtomicUsize,
+}
+
 fn run(
     store: &dyn Store,
-    rx: &mpsc::Receiver<(u64, Vec<Op>)>,
-    spare: &Spare,
+    Feed { rx, spare, backlog }: Feed<'_>,
     durable: watch::Sender<u64>,
     stats: &Stats,
     window: Duration,
@@ -263,6 +289,7 @@ fn run(
         }
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.record_commit(micros, ops.len() as u64);
+        backlog.fetch_sub(ops.len(), Ordering::Relaxed);
         // Before the announcement: the records share their allocations
         // with the connections' record buffers, free them while idle.
         ops.clear();

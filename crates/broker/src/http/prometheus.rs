@@ -217,7 +217,8 @@ pub fn render(broker: &Broker) -> String {
     e.single(
         "queued_bytes",
         "gauge",
-        "Payload bytes waiting in session queues.",
+        "Bytes of the messages waiting in session queues (topic, payload and properties, as \
+         max_queued_bytes counts them).",
         census.queued_bytes,
     );
     e.single(

@@ -414,14 +414,16 @@ async fn run<T: Transport>(
 
     // Packets the client sent right behind CONNECT, already read.
     let pipelined = if io.rbuf.is_empty() {
-        Ok(0)
+        Ok((0, false))
     } else {
         process_input(&mut connection, &mut io.rbuf, &broker, last_read)
     };
     io.shrink();
     let close = match pipelined {
         Err(close) => close,
-        Ok(_) => loop {
+        // `leftover`: packets read and not yet handled, left in the buffer
+        // by a pause (see `Connection::blocked`).
+        Ok((_, mut leftover)) => loop {
             if since_yield >= FAIR_SHARE {
                 // Fairness: a client that floods us must not hold a worker
                 // thread while others wait ([issue 3]: Mosquitto served one
@@ -429,7 +431,15 @@ async fn run<T: Transport>(
                 since_yield = 0;
                 tokio::task::yield_now().await;
             }
-            let more_queued = connection.drain_mailbox(Instant::now());
+            let now = Instant::now();
+            if leftover && connection.blocked(now).is_none() {
+                match process_input(&mut connection, &mut io.rbuf, &broker, now) {
+                    Ok((n, stopped)) => (since_yield, leftover) = (since_yield + n, stopped),
+                    Err(close) => break close,
+                }
+                io.shrink();
+            }
+            let more_queued = connection.drain_mailbox(now);
             connection.flush_store_ops();
             connection.flush_acks();
             // Counted before the replies go out, so a client that sees its
@@ -442,15 +452,27 @@ async fn run<T: Transport>(
                 connection.out = BytesMut::new();
             }
 
-            let reading = connection.out.len() < WRITE_BACKPRESSURE;
+            // Paused: a subscriber this client feeds is full, or its store
+            // writes outran the disk. Not read meanwhile, and not blamed
+            // for the silence (keep-alive).
+            // While paused, the deadline is the instant a full queue would
+            // count as stalled; else the keep-alive deadline.
+            let (paused, deadline) = match connection.blocked(now) {
+                Some(stall) => (true, stall),
+                None => (false, keep_alive_limit.map(|limit| last_read + limit)),
+            };
+            if paused {
+                last_read = now;
+            }
+            let reading = connection.out.len() < WRITE_BACKPRESSURE && !paused;
             let writing = !connection.out.is_empty();
             // One readiness future for both directions keeps the task small.
             let interest = match (reading, writing) {
-                (true, true) => Interest::READABLE | Interest::WRITABLE,
-                (false, _) => Interest::WRITABLE,
-                (true, false) => Interest::READABLE,
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
             };
-            let keep_alive_deadline = keep_alive_limit.map(|limit| last_read + limit);
             tokio::select! {
                 biased;
                 // `kick` is a child of the shutdown token: it fires for both.
@@ -463,7 +485,9 @@ async fn run<T: Transport>(
                         Close::TakenOver
                     };
                 }
-                r = io.stream.ready(interest) => {
+                // Not polled without an interest: a paused connection with
+                // nothing to write waits for a wake-up alone.
+                r = io.stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
                     let ready = match r {
                         Ok(ready) => ready,
                         Err(e) => break Close::Lost(e.to_string()),
@@ -484,24 +508,28 @@ async fn run<T: Transport>(
                     let result = process_input(&mut connection, &mut io.rbuf, &broker, last_read);
                     io.shrink();
                     match result {
-                        Ok(n) => since_yield += n,
+                        Ok((n, stopped)) => (since_yield, leftover) = (since_yield + n, stopped),
                         Err(close) => break close,
                     }
                 }
-                // New deliveries, or acknowledgements the store has released.
+                // New deliveries, acknowledgements the store has released,
+                // or room in a queue this connection waits for.
                 () = mailbox.notified() => {}
                 // Queued deliveries left behind by a full buffer that has since
                 // been written: go round again, after the branches above had
                 // their turn.
                 () = std::future::ready(()), if more_queued && connection.out.len() < WRITE_HIGH_WATER => {}
-                () = sleep_until(keep_alive_deadline) => {
-                    if keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit) {
+                () = sleep_until(deadline) => {
+                    let idle = keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit);
+                    if !paused && idle {
                         break Close::KeepAliveTimeout;
                     }
                 }
             }
         },
     };
+    connection.resume(Instant::now());
+    connection.session.merge_resend();
 
     match &close {
         Close::Disconnect { .. } => info!("client disconnected"),
@@ -602,15 +630,21 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Handles every whole packet in `rbuf`; returns how many.
+/// Handles the whole packets in `rbuf`, until one asks the connection to
+/// pause (a queue it fed is full): the rest stay in the buffer, so that
+/// a paused publisher passes a queue's limit by one message at most.
+/// Returns how many were handled, and whether it stopped for a pause.
 fn process_input(
     connection: &mut Connection,
     rbuf: &mut BytesMut,
     broker: &Broker,
     now: Instant,
-) -> Result<usize, Close> {
+) -> Result<(usize, bool), Close> {
     let mut n = 0;
     loop {
+        if connection.must_pause() {
+            return Ok((n, !rbuf.is_empty()));
+        }
         match decode(rbuf, connection.protocol, broker.config.max_packet_size) {
             Ok(Some(packet)) => {
                 n += 1;
@@ -618,7 +652,7 @@ fn process_input(
                 trace!(?packet, "received");
                 connection.on_packet(packet, now)?;
             }
-            Ok(None) => return Ok(n),
+            Ok(None) => return Ok((n, false)),
             Err(e) => return Err(Close::violation(e.reason_code(), e.to_string())),
         }
     }
