@@ -264,14 +264,12 @@ impl Broker {
             });
         }
         let ids = member.identifier.into_iter().collect();
-        self.deliver(
-            &delivery.message,
-            member,
-            member.options.qos,
-            ids,
-            Some(group),
-            &mut fanout,
-        );
+        let target = Target {
+            sub: member,
+            granted: member.options.qos,
+            shared: Some(group),
+        };
+        self.deliver(&delivery.message, target, ids, &mut fanout, None);
         self.store(fanout.ops);
         Ok(())
     }
@@ -319,6 +317,19 @@ impl Broker {
     /// for (instead of submitting them, so the caller can wait for them
     /// before acknowledging) and how many copies full queues dropped.
     pub fn publish_with(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
+        self.publish_from(message, fanout, None)
+    }
+
+    /// [`Broker::publish_with`] for a client's publication: `waiter` is
+    /// the publishing connection's mailbox, through which it is woken when
+    /// a full queue it fed has room again (see `Fanout::full`). Borrowed,
+    /// not stored: a reference count changed per message showed.
+    pub fn publish_from(
+        &self,
+        message: Arc<Message>,
+        fanout: &mut Fanout,
+        waiter: Option<&Arc<Mailbox>>,
+    ) -> usize {
         if message.retain {
             // `$SYS` is rebuilt from the running broker, never from disk.
             let durable = self.persist.is_some() && !message.topic.starts_with("$SYS/");
@@ -354,10 +365,15 @@ impl Broker {
                 .filter(|s| !(s.options.no_local && s.session.id == message.origin))
                 .map(|s| {
                     let ids = s.identifier.into_iter().collect();
-                    usize::from(self.deliver(&message, s, s.options.qos, ids, None, fanout))
+                    let target = Target {
+                        sub: s,
+                        granted: s.options.qos,
+                        shared: None,
+                    };
+                    usize::from(self.deliver(&message, target, ids, fanout, waiter))
                 })
                 .sum(),
-            _ => self.publish_merged(&message, &lists, fanout),
+            _ => self.publish_merged(&message, &lists, fanout, waiter),
         };
         Metrics::add(
             &self.metrics.dropped_qos0_offline,
@@ -374,6 +390,7 @@ impl Broker {
         message: &Arc<Message>,
         lists: &[List<Subscription>],
         fanout: &mut Fanout,
+        waiter: Option<&Arc<Mailbox>>,
     ) -> usize {
         let mut plain: Vec<&Subscription> = Vec::new();
         let mut shared: Vec<&Subscription> = Vec::new();
@@ -399,7 +416,12 @@ impl Broker {
             let mut best = (*first).clone();
             best.options.retain_as_published =
                 same_session.iter().any(|s| s.options.retain_as_published);
-            queued += usize::from(self.deliver(message, &best, qos, ids, None, fanout));
+            let target = Target {
+                sub: &best,
+                granted: qos,
+                shared: None,
+            };
+            queued += usize::from(self.deliver(message, target, ids, fanout, waiter));
         }
         shared.sort_unstable_by_key(|s| s.share.as_ref().map_or(0, |g| Arc::as_ptr(g) as usize));
         for members in shared.chunk_by(|a, b| share_ptr(a) == share_ptr(b)) {
@@ -408,14 +430,12 @@ impl Broker {
             };
             if let Some(member) = group.pick(members) {
                 let ids = member.identifier.into_iter().collect();
-                queued += usize::from(self.deliver(
-                    message,
-                    member,
-                    member.options.qos,
-                    ids,
-                    Some(group),
-                    fanout,
-                ));
+                let target = Target {
+                    sub: member,
+                    granted: member.options.qos,
+                    shared: Some(group),
+                };
+                queued += usize::from(self.deliver(message, target, ids, fanout, waiter));
             }
         }
         queued
@@ -424,11 +444,14 @@ impl Broker {
     fn deliver(
         &self,
         message: &Arc<Message>,
-        sub: &Subscription,
-        granted: QoS,
+        Target {
+            sub,
+            granted,
+            shared,
+        }: Target<'_>,
         subscription_ids: Vec<u32>,
-        shared: Option<Arc<SharedGroup>>,
         fanout: &mut Fanout,
+        waiter: Option<&Arc<Mailbox>>,
     ) -> bool {
         let mut delivery = Delivery {
             message: message.clone(),
@@ -454,7 +477,7 @@ impl Broker {
             }
         }
         let mailbox = &sub.session.mailbox;
-        match mailbox.push(delivery, fanout.waiter.as_ref()) {
+        match mailbox.push(delivery, waiter) {
             pushed @ (Push::Queued | Push::Over | Push::QueuedEvicting) => {
                 match pushed {
                     // Its publisher waits for room (see `mailbox`).
@@ -495,13 +518,17 @@ impl Broker {
     }
 }
 
+/// Where one copy of a message goes: a subscription, the QoS it was
+/// granted, and the share group it came through.
+struct Target<'a> {
+    sub: &'a Subscription,
+    granted: QoS,
+    shared: Option<Arc<SharedGroup>>,
+}
+
 /// What one publication caused besides deliveries.
 #[derive(Debug, Default)]
 pub struct Fanout {
-    /// The publishing connection's mailbox, through which it is woken
-    /// when a full queue it fed has room again (`None`: the broker's own
-    /// publications, which wait for nobody).
-    pub waiter: Option<Arc<Mailbox>>,
     /// Queues of online subscribers that took a delivery past their limit:
     /// the publisher stops reading until they have room (or stall).
     pub full: Vec<Arc<Mailbox>>,

@@ -107,15 +107,27 @@ impl Inner {
     }
 
     fn append(&mut self, delivery: Delivery) {
-        if self.len() == 0 {
-            self.progress = Instant::now();
+        let size = delivery.message.size();
+        self.append_sized(delivery, size);
+    }
+
+    /// [`Inner::append`] with the message's size already known.
+    fn append_sized(&mut self, delivery: Delivery, size: usize) {
+        let empty = self.queue.is_empty() && self.held.is_none();
+        if empty {
+            // Filling from empty is progress. The message's arrival
+            // stands for the clock: no clock read per push.
+            self.progress = self.progress.max(delivery.message.received);
         }
-        self.bytes += delivery.message.size();
+        self.bytes += size;
         match &mut self.held {
             Some(held) => held.push_back(delivery),
             None => self.queue.push_back(delivery),
         }
-        self.high_water = self.high_water.max(self.len());
+        let len = self.len();
+        if len > self.high_water {
+            self.high_water = len;
+        }
     }
 
     /// Drops the oldest queued QoS 0 delivery, if any, to make room for
@@ -178,6 +190,9 @@ impl Held<'_> {
         let mut inner = mailbox.inner.lock();
         let held = inner.held.take().unwrap_or_default();
         let was_empty = inner.queue.is_empty();
+        if inner.len() == 0 && !first.is_empty() {
+            inner.progress = Instant::now();
+        }
         for delivery in first {
             let size = delivery.message.size();
             // What was held is already counted in: it came first, and was
@@ -252,7 +267,8 @@ impl Mailbox {
             return Push::DroppedOffline;
         }
         let mut outcome = Push::Queued;
-        if inner.full(&self.limits, delivery.message.size()) {
+        let size = delivery.message.size();
+        if inner.full(&self.limits, size) {
             let now = delivery.message.received;
             if inner.online && !inner.stalled(&self.limits, now) {
                 outcome = Push::Over;
@@ -268,7 +284,7 @@ impl Mailbox {
             }
         }
         let wake = inner.queue.is_empty() && inner.held.is_none() && inner.online;
-        inner.append(delivery);
+        inner.append_sized(delivery, size);
         drop(inner);
         if wake {
             self.notify.notify_one();
@@ -318,13 +334,11 @@ impl Mailbox {
         }
         let delivery = inner.queue.pop_front()?;
         inner.bytes = inner.bytes.saturating_sub(delivery.message.size());
-        let waiters = if !inner.waiters.is_empty() && inner.below_half(&self.limits) {
-            std::mem::take(&mut inner.waiters)
-        } else {
-            Vec::new()
-        };
-        drop(inner);
-        wake_all(waiters);
+        if !inner.waiters.is_empty() && inner.below_half(&self.limits) {
+            let waiters = std::mem::take(&mut inner.waiters);
+            drop(inner);
+            wake_all(waiters);
+        }
         Some(delivery)
     }
 

@@ -233,6 +233,7 @@ impl Connection {
     /// Whether `publish` fits the client's Maximum Packet Size, checked
     /// with the full topic and room for a Topic Alias, before an alias is
     /// assigned.
+    #[inline]
     fn fits(&self, publish: &Publish) -> bool {
         let Some(max) = self.client_max_packet else {
             return true;
@@ -244,6 +245,7 @@ impl Connection {
     /// Sends an outbound PUBLISH or PUBREL: after the store if `wrote`
     /// (its stage record is in `store_ops`), or if a packet before it
     /// waits (see [`Connection::held`]).
+    #[inline]
     fn send_ordered(&mut self, wrote: bool, packet: Packet) {
         if !wrote && self.held.is_empty() {
             return self.send(&packet);
@@ -465,7 +467,6 @@ impl Connection {
         // The deliveries' store writes join the connection's batch directly.
         let mut fanout = Fanout {
             ops: self.take_store_ops(),
-            waiter: Some(self.session.shared.mailbox.clone()),
             ..Fanout::default()
         };
         let before = fanout.ops.len();
@@ -474,13 +475,18 @@ impl Connection {
                 // Nothing waits for these writes (an upgraded QoS): they go
                 // with the batch.
                 let message = Arc::new(Message::from_publish(publish, now, origin));
-                self.broker.publish_with(message, &mut fanout);
+                self.broker
+                    .publish_from(message, &mut fanout, Some(&self.session.shared.mailbox));
                 self.after_publish(&mut fanout);
                 self.store_ops = fanout.ops;
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 let message = Arc::new(Message::from_publish(publish, now, origin));
-                let routed = self.broker.publish_with(message, &mut fanout);
+                let routed = self.broker.publish_from(
+                    message,
+                    &mut fanout,
+                    Some(&self.session.shared.mailbox),
+                );
                 let ack = Packet::PubAck(self.ack(id, routed, fanout.dropped));
                 let wrote = fanout.ops.len() > before;
                 self.after_publish(&mut fanout);
@@ -506,7 +512,11 @@ impl Connection {
                         ));
                     }
                     let message = Arc::new(Message::from_publish(publish, now, origin));
-                    let routed = self.broker.publish_with(message, &mut fanout);
+                    let routed = self.broker.publish_from(
+                        message,
+                        &mut fanout,
+                        Some(&self.session.shared.mailbox),
+                    );
                     let rec = self.ack(id, routed, fanout.dropped);
                     // A PUBREC with an error code ends the exchange
                     // ([MQTT-4.3.3]): the id is free again at once.
@@ -544,10 +554,14 @@ impl Connection {
     /// its own store submission (a retained message's change), which
     /// later acknowledgements wait for, and the full queues it fed, which
     /// the connection waits for before it reads on.
+    #[inline(always)]
     fn after_publish(&mut self, fanout: &mut Fanout) {
-        self.session.last_store_seq = self.session.last_store_seq.max(fanout.submitted);
         if fanout.submitted != 0 {
+            self.session.last_store_seq = self.session.last_store_seq.max(fanout.submitted);
             self.check_store_backlog(fanout.submitted);
+        }
+        if fanout.full.is_empty() {
+            return;
         }
         for full in fanout.full.drain(..) {
             if !self.waiting_on.iter().any(|m| Arc::ptr_eq(m, &full)) {

@@ -311,64 +311,65 @@ impl<T: Subscriber> Node<T> {
     }
 
     /// Collects the lists of every filter under this node that matches the
-    /// topic `levels`.
+    /// topic `levels`. Walks down one branch in a loop; a node with both a
+    /// literal child and a `+` child leaves the `+` branch on a stack for
+    /// later, so the common walk (no such fork) allocates nothing.
     fn collect(&self, levels: &[&str], out: &mut Vec<List<T>>) {
-        let mut stack: WalkStack<(&Node<T>, usize), 16> = WalkStack::new();
-        stack.push((self, 0));
-        while let Some((node, i)) = stack.pop() {
+        let mut forks = Forks::new();
+        let (mut node, mut i) = (self, 0);
+        loop {
             if let Some(list) = node.hash.get() {
                 // `a/#` matches `a` itself too ([MQTT-4.7.1-2]).
                 out.push(list.clone());
             }
-            match levels.get(i) {
-                None => out.extend(node.here.get().cloned()),
-                Some(level) => {
-                    if let Some(child) = node.children.get(*level) {
-                        stack.push((child, i + 1));
-                    }
-                    if let Some(plus) = &node.plus {
-                        stack.push((plus, i + 1));
-                    }
+            let next = match levels.get(i) {
+                None => {
+                    out.extend(node.here.get().cloned());
+                    None
                 }
+                Some(level) => match (node.children.get(*level), node.plus.as_deref()) {
+                    (Some(child), Some(plus)) => {
+                        forks.push((plus, i + 1));
+                        Some(child)
+                    }
+                    (child, plus) => child.or(plus),
+                },
+            };
+            match next {
+                Some(child) => (node, i) = (child, i + 1),
+                None => match forks.pop() {
+                    Some(fork) => (node, i) = fork,
+                    None => return,
+                },
             }
         }
     }
 }
 
-/// A stack held in place up to `N` entries, then on the heap: the walk on
-/// the publish path allocates nothing at ordinary depths (it grows by one
-/// entry per level at most), and is not bounded by the thread's stack.
-struct WalkStack<E: Copy, const N: usize> {
-    inline: [Option<E>; N],
-    len: usize,
-    spill: Vec<E>,
+/// The forks a match walk left for later: the last one in place (a walk
+/// that forks once allocates nothing), the others on the heap, however
+/// deep the topic.
+struct Forks<'a, T: Subscriber> {
+    last: Option<(&'a Node<T>, usize)>,
+    more: Vec<(&'a Node<T>, usize)>,
 }
 
-impl<E: Copy, const N: usize> WalkStack<E, N> {
+impl<'a, T: Subscriber> Forks<'a, T> {
     fn new() -> Self {
-        WalkStack {
-            inline: [None; N],
-            len: 0,
-            spill: Vec::new(),
+        Forks {
+            last: None,
+            more: Vec::new(),
         }
     }
 
-    fn push(&mut self, e: E) {
-        match self.inline.get_mut(self.len) {
-            Some(slot) if self.spill.is_empty() => {
-                *slot = Some(e);
-                self.len += 1;
-            }
-            _ => self.spill.push(e),
+    fn push(&mut self, fork: (&'a Node<T>, usize)) {
+        if let Some(earlier) = self.last.replace(fork) {
+            self.more.push(earlier);
         }
     }
 
-    fn pop(&mut self) -> Option<E> {
-        if let Some(e) = self.spill.pop() {
-            return Some(e);
-        }
-        self.len = self.len.checked_sub(1)?;
-        self.inline.get_mut(self.len).and_then(Option::take)
+    fn pop(&mut self) -> Option<(&'a Node<T>, usize)> {
+        self.last.take().or_else(|| self.more.pop())
     }
 }
 
