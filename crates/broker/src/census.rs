@@ -16,7 +16,9 @@ pub struct Census {
     pub queued: u64,
     /// The deepest single session queue.
     pub queued_max: u64,
-    /// Payload bytes of the queued deliveries.
+    /// The deepest any live session's queue has been.
+    pub queued_high_water: u64,
+    /// Bytes of the queued deliveries, as `max_queued_bytes` counts them.
     pub queued_bytes: u64,
     /// (filter, session) pairs in the topic index.
     pub subscriptions: u64,
@@ -36,6 +38,9 @@ impl Census {
             census.queued += n as u64;
             census.queued_bytes += bytes as u64;
             census.queued_max = census.queued_max.max(n as u64);
+            census.queued_high_water = census
+                .queued_high_water
+                .max(session.mailbox.high_water() as u64);
         }
         census.subscriptions = broker.router.len() as u64;
         broker.router.for_each(|_, sub| {

@@ -742,7 +742,7 @@ impl Config {
                     })
                 }
                 // ferrymq's own metrics and admin listener: crate::http.
-                "http_listener" | "http_admin_token" | "http_admin_user" | "http_metrics_auth" => {
+                option if crate::http::HttpConfig::OPTIONS.contains(&option) => {
                     config.http.set(option, &args).map_err(err)?
                 }
                 "password_file" => config.password_file = Some(one()?.into()),

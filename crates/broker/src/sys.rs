@@ -106,9 +106,12 @@ impl Loads {
     }
 }
 
-/// Messages Mosquitto counts as dropped: copies lost to full queues.
+/// Messages Mosquitto counts as dropped: copies lost to full queues
+/// (offline, or online and stalled).
 fn publish_dropped(m: &Metrics) -> u64 {
-    Metrics::get(&m.dropped_qos0_full) + Metrics::get(&m.dropped_queue_full)
+    Metrics::get(&m.dropped_qos0_full)
+        + Metrics::get(&m.dropped_queue_full)
+        + Metrics::get(&m.dropped_stalled)
 }
 
 /// The counters behind [`LOAD_SERIES`], in that order.
@@ -200,6 +203,31 @@ pub fn topics(broker: &Broker, loads: &Loads) -> Vec<(String, String)> {
         .into_iter()
         .map(|(topic, value)| (format!("$SYS/broker/{topic}"), value))
         .collect();
+    // ferrymq's own: overload and flow control (see the README's
+    // "Overload"), drops by cause.
+    let paused_seconds = Metrics::get(&m.publisher_paused_micros) as f64 / 1e6;
+    let flow = [
+        (
+            "flow/publishers/paused",
+            Metrics::get(&m.publishers_paused).to_string(),
+        ),
+        ("flow/pauses", Metrics::get(&m.publisher_pauses).to_string()),
+        ("flow/paused/seconds", format!("{paused_seconds:.3}")),
+        (
+            "store/messages/high_water",
+            census.queued_high_water.to_string(),
+        ),
+    ];
+    out.extend(
+        flow.into_iter()
+            .map(|(t, v)| (format!("$SYS/broker/{t}"), v)),
+    );
+    for (cause, counter) in m.drops() {
+        out.push((
+            format!("$SYS/broker/publish/messages/dropped/{cause}"),
+            Metrics::get(counter).to_string(),
+        ));
+    }
     out.extend(loads.topics());
     out
 }

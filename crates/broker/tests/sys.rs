@@ -114,6 +114,22 @@ async fn the_whole_tree_with_load_averages() {
         .iter()
         .map(|t| format!("$SYS/broker/{t}"))
         .collect();
+    // ferrymq's own, beside Mosquitto's: flow control and drops by cause.
+    for t in [
+        "flow/publishers/paused",
+        "flow/pauses",
+        "flow/paused/seconds",
+        "store/messages/high_water",
+        "publish/messages/dropped/queue_full",
+        "publish/messages/dropped/stalled",
+        "publish/messages/dropped/qos0_queue_full",
+        "publish/messages/dropped/qos0_offline",
+        "publish/messages/dropped/expired",
+        "publish/messages/dropped/too_large",
+        "publish/messages/dropped/acl_denied",
+    ] {
+        expected.push(format!("$SYS/broker/{t}"));
+    }
     for series in [
         "messages/received",
         "messages/sent",
@@ -143,7 +159,7 @@ async fn the_whole_tree_with_load_averages() {
         }
         assert!(
             expected.contains(&topic),
-            "{topic} is not one of Mosquitto's"
+            "{topic} is neither Mosquitto's nor one of ferrymq's own"
         );
         seen.insert(topic, String::from_utf8(m.payload.to_vec()).unwrap());
     }

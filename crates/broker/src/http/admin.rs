@@ -105,6 +105,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// One session as JSON.
 fn client_json(view: &SessionView, subscriptions: Option<&Vec<(String, u8)>>) -> Value {
     let (queued, queued_bytes) = view.session.as_ref().map_or((0, 0), |s| s.mailbox.depth());
+    let high_water = view.session.as_ref().map_or(0, |s| s.mailbox.high_water());
     let subscriptions: Vec<Value> = subscriptions
         .map(|subs| {
             subs.iter()
@@ -118,6 +119,7 @@ fn client_json(view: &SessionView, subscriptions: Option<&Vec<(String, u8)>>) ->
         "subscriptions": subscriptions,
         "queued": queued,
         "queued_bytes": queued_bytes,
+        "queued_high_water": high_water,
     });
     if let (Some(c), Some(object)) = (&view.connection, value.as_object_mut()) {
         object.insert(

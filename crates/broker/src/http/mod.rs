@@ -2,13 +2,16 @@
 //! ([`prometheus`]) and the admin API under `/api/v1/` ([`admin`]).
 //!
 //! HTTP/1.1 by hyper, one task per connection. Everything a client sends is
-//! bounded: at most [`MAX_CONNECTIONS`] connections at once, headers within
-//! [`MAX_HEADER_BYTES`] and [`HEADER_TIMEOUT`], a whole connection within
-//! [`CONNECTION_TIMEOUT`]; request bodies are never read. Nothing here
-//! touches the MQTT connections except through the registry's kick.
+//! bounded: `http_max_connections` at once and `http_max_connections_per_peer`
+//! from one address, an idle connection giving way to a newcomer
+//! ([`slots`]); headers within [`MAX_HEADER_BYTES`] and
+//! `http_header_timeout`, a whole connection within [`CONNECTION_TIMEOUT`];
+//! request bodies are never read. Nothing here touches the MQTT
+//! connections except through the registry's kick.
 
 pub mod admin;
 pub mod prometheus;
+mod slots;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,24 +25,21 @@ use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUT
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::broker::Broker;
 
-/// HTTP connections served at once; more wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 64;
 /// Request line and headers, at most (hyper's smallest allowed buffer is 8 KB).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Time a client has to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a connection may stay open, requests included.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a newcomer waits for room when every connection is busy.
+const ADMIT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The HTTP listener's settings (Mosquitto has none of these options).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// `http_listener PORT [ADDRESS]` (address default 127.0.0.1); off
     /// when unset.
@@ -52,15 +52,40 @@ pub struct HttpConfig {
     pub admin_users: Vec<String>,
     /// `http_metrics_auth true`: `/metrics` asks for the same credentials.
     pub metrics_auth: bool,
+    /// `http_max_connections` (default 64): connections at once.
+    pub max_connections: usize,
+    /// `http_max_connections_per_peer` (default 8): connections from one
+    /// address at once.
+    pub max_connections_per_peer: usize,
+    /// `http_header_timeout` (seconds, default 3): time a client has to
+    /// send a request's headers.
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listener: None,
+            admin_token: None,
+            admin_users: Vec::new(),
+            metrics_auth: false,
+            max_connections: 64,
+            max_connections_per_peer: 8,
+            header_timeout: Duration::from_secs(3),
+        }
+    }
 }
 
 impl HttpConfig {
     /// The configuration options this struct reads.
-    pub const OPTIONS: [&'static str; 4] = [
+    pub const OPTIONS: [&'static str; 7] = [
         "http_listener",
         "http_admin_token",
         "http_admin_user",
         "http_metrics_auth",
+        "http_max_connections",
+        "http_max_connections_per_peer",
+        "http_header_timeout",
     ];
 
     /// Applies one configuration line; the error says what is wrong.
@@ -97,6 +122,19 @@ impl HttpConfig {
                     other => return Err(format!("{option}: {other:?} is not true or false")),
                 }
             }
+            "http_max_connections" | "http_max_connections_per_peer" | "http_header_timeout" => {
+                let value = one()?;
+                let n: u32 = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{option}: {value:?} is not a number above 0"))?;
+                match option {
+                    "http_max_connections" => self.max_connections = n as usize,
+                    "http_max_connections_per_peer" => self.max_connections_per_peer = n as usize,
+                    _ => self.header_timeout = Duration::from_secs(u64::from(n.min(3600))),
+                }
+            }
             other => return Err(format!("{other} is not an HTTP listener option")),
         }
         Ok(())
@@ -115,15 +153,10 @@ pub async fn serve(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let config = &broker.config.http;
+    let slots = slots::Slots::new(config.max_connections, config.max_connections_per_peer);
+    let header_timeout = config.header_timeout;
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = shutdown.cancelled() => return,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(accepted) => accepted,
@@ -138,17 +171,33 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
+        let ticket = tokio::select! {
+            t = slots.admit(peer.ip(), ADMIT_PATIENCE) => t,
+            () = shutdown.cancelled() => return,
+        };
+        let Some(ticket) = ticket else {
+            debug!(%peer, "HTTP connection refused: every connection is busy");
+            continue;
+        };
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let busy = ticket.busy.clone();
             let service = hyper::service::service_fn(move |request| {
-                let broker = broker.clone();
-                async move { Ok::<_, Infallible>(handle(&broker, request).await) }
+                let (broker, busy) = (broker.clone(), busy.clone());
+                async move {
+                    // A request read whole: this connection is not to give
+                    // way until it is answered.
+                    busy.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let reply = handle(&broker, request).await;
+                    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+                    Ok::<_, Infallible>(reply)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .max_buf_size(MAX_HEADER_BYTES)
                 .keep_alive(true);
             let connection =
@@ -159,9 +208,10 @@ pub async fn serve(
                     Err(_) => debug!(%peer, "HTTP connection timed out"),
                     Ok(Ok(())) => {}
                 },
+                () = ticket.close.cancelled() => {}
                 () = shutdown.cancelled() => {}
             }
-            drop(permit);
+            drop(ticket);
         });
     }
 }

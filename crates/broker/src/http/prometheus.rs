@@ -189,10 +189,32 @@ pub fn render(broker: &Broker) -> String {
         "messages_dropped_total",
         "counter",
         "Copies of messages not delivered to a subscriber, by reason: queue_full (QoS 1/2 \
-         beyond max_queued_messages), qos0_queue_full, qos0_offline (QoS 0 for an offline \
-         session), expired, too_large (above the client's Maximum Packet Size), acl_denied.",
+         for an offline session whose queue is full), stalled (QoS 1/2 for an online \
+         session whose full queue made no progress for max_queue_stall_ms), \
+         qos0_queue_full (QoS 0 dropped or evicted by a full queue), qos0_offline (QoS 0 \
+         for an offline session), expired, too_large (above the client's Maximum Packet \
+         Size), acl_denied.",
         "reason",
         &m.drops(),
+    );
+    e.single(
+        "publishers_paused",
+        "gauge",
+        "Publishing connections not read now: a subscriber they feed has a full queue (they go \
+         at its pace), or their store writes outran the disk.",
+        Metrics::get(&m.publishers_paused),
+    );
+    e.single(
+        "publisher_pauses_total",
+        "counter",
+        "Times a publishing connection was paused so.",
+        Metrics::get(&m.publisher_pauses),
+    );
+    e.single(
+        "publisher_paused_seconds_total",
+        "counter",
+        "Time publishing connections spent paused, summed over connections.",
+        Metrics::get(&m.publisher_paused_micros) as f64 / 1e6,
     );
     e.single(
         "publish_denied_total",
@@ -213,6 +235,12 @@ pub fn render(broker: &Broker) -> String {
         "gauge",
         "Messages in the deepest session queue.",
         census.queued_max,
+    );
+    e.single(
+        "queued_messages_high_water",
+        "gauge",
+        "The most messages any present session's queue has held at once.",
+        census.queued_high_water,
     );
     e.single(
         "queued_bytes",
