@@ -336,7 +336,12 @@ impl Broker {
             // Submitted under the retained store's lock, not with the
             // publisher's batch: racing publishers on one topic reach the
             // disk in the order they changed memory.
-            self.retained.set(&message, || {
+            // Kept for long: not as a slice of the publisher's read buffer.
+            let kept = fanout
+                .detached
+                .get_or_insert_with(|| Arc::new(message.detached()))
+                .clone();
+            self.retained.set(&kept, || {
                 if !durable {
                     return;
                 }
@@ -477,7 +482,7 @@ impl Broker {
             }
         }
         let mailbox = &sub.session.mailbox;
-        match mailbox.push(delivery, waiter) {
+        match mailbox.push(delivery, waiter, &mut fanout.detached) {
             pushed @ (Push::Queued | Push::Over | Push::QueuedEvicting) => {
                 match pushed {
                     // Its publisher waits for room (see `mailbox`).
@@ -532,6 +537,9 @@ pub struct Fanout {
     /// Queues of online subscribers that took a delivery past their limit:
     /// the publisher stops reading until they have room (or stall).
     pub full: Vec<Arc<Mailbox>>,
+    /// The message in allocations of its own, made for the first delivery
+    /// that waits long (see `Mailbox::push`) and shared by the others.
+    pub detached: Option<Arc<Message>>,
     /// Store writes to make before acknowledging the publisher.
     pub ops: Vec<Op>,
     /// Copies dropped because a subscriber's queue was full.

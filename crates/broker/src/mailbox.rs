@@ -261,7 +261,20 @@ impl Mailbox {
     /// documentation); never blocks. With [`Push::Over`], `waiter` (the
     /// publisher's own mailbox, through which its task is woken) is
     /// registered to be woken when the queue is down to half.
-    pub fn push(&self, delivery: Delivery, waiter: Option<&Arc<Mailbox>>) -> Push {
+    ///
+    /// A delivery to an offline session, which may wait for hours, takes
+    /// its message from `detached`, made once per publication from the
+    /// message, so that it does not keep the publisher's read buffer alive
+    /// (see [`Message::detached`](crate::message::Message::detached)). An
+    /// online session's queue is drained as it fills and is bounded by flow
+    /// control: its messages may share read buffers for that while (a copy
+    /// per message there cost a fifth of the fan-in rate).
+    pub fn push(
+        &self,
+        mut delivery: Delivery,
+        waiter: Option<&Arc<Mailbox>>,
+        detached: &mut Option<Arc<crate::message::Message>>,
+    ) -> Push {
         let mut inner = self.inner.lock();
         if !inner.online && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
             return Push::DroppedOffline;
@@ -282,6 +295,12 @@ impl Mailbox {
             } else {
                 return Push::DroppedFull;
             }
+        }
+        if !inner.online {
+            let message = &delivery.message;
+            delivery.message = detached
+                .get_or_insert_with(|| Arc::new(message.detached()))
+                .clone();
         }
         let wake = inner.queue.is_empty() && inner.held.is_none() && inner.online;
         inner.append_sized(delivery, size);
@@ -500,9 +519,15 @@ mod tests {
     fn held_pushes_follow_the_retained_messages() {
         let m = Mailbox::new(3);
         m.set_online(true);
-        assert_eq!(m.push(delivery(b"old", false), None), Push::Queued);
+        assert_eq!(
+            m.push(delivery(b"old", false), None, &mut None),
+            Push::Queued
+        );
         let held = m.hold();
-        assert_eq!(m.push(delivery(b"live", false), None), Push::Queued);
+        assert_eq!(
+            m.push(delivery(b"live", false), None, &mut None),
+            Push::Queued
+        );
         assert_eq!(held.room(), 1);
         assert!(m
             .pop_if(|_| true)
@@ -514,7 +539,10 @@ mod tests {
         assert_eq!(dropped, 0);
         assert_eq!(drain(&m), vec!["retained", "retained", "live"]);
         let held = m.hold();
-        assert_eq!(m.push(delivery(b"live", false), None), Push::Queued);
+        assert_eq!(
+            m.push(delivery(b"live", false), None, &mut None),
+            Push::Queued
+        );
         drop(held);
         assert_eq!(drain(&m), vec!["live"]);
     }
@@ -529,12 +557,12 @@ mod tests {
         sub.set_online(true);
         for _ in 0..4 {
             assert_eq!(
-                sub.push(delivery(b"x", false), Some(&publisher)),
+                sub.push(delivery(b"x", false), Some(&publisher), &mut None),
                 Push::Queued
             );
         }
         assert_eq!(
-            sub.push(delivery(b"x", false), Some(&publisher)),
+            sub.push(delivery(b"x", false), Some(&publisher), &mut None),
             Push::Over
         );
         let now = Instant::now();
@@ -561,19 +589,58 @@ mod tests {
         let publisher = Mailbox::new(2);
         sub.set_online(true);
         let t0 = Instant::now();
-        sub.push(delivery_at(b"q0", QoS::AtMostOnce, t0), Some(&publisher));
-        sub.push(delivery_at(b"q1", QoS::AtLeastOnce, t0), Some(&publisher));
+        sub.push(
+            delivery_at(b"q0", QoS::AtMostOnce, t0),
+            Some(&publisher),
+            &mut None,
+        );
+        sub.push(
+            delivery_at(b"q1", QoS::AtLeastOnce, t0),
+            Some(&publisher),
+            &mut None,
+        );
         let later = t0 + stall * 2;
         assert!(sub.wait_for_room(&publisher, later).is_none(), "stalled");
         assert_eq!(
-            sub.push(delivery_at(b"q1b", QoS::AtLeastOnce, later), None),
+            sub.push(
+                delivery_at(b"q1b", QoS::AtLeastOnce, later),
+                None,
+                &mut None
+            ),
             Push::QueuedEvicting
         );
         assert_eq!(
-            sub.push(delivery_at(b"q0b", QoS::AtMostOnce, later), None),
+            sub.push(delivery_at(b"q0b", QoS::AtMostOnce, later), None, &mut None),
             Push::DroppedStalled
         );
         assert_eq!(drain(&sub), vec!["q1", "q1b"]);
+    }
+
+    /// Issue 20, item 15: a message that waits in an offline queue keeps
+    /// no part of the buffer it was read from, so `max_queued_bytes` bounds
+    /// what the queue really holds.
+    #[test]
+    fn a_waiting_message_does_not_pin_its_read_buffer() {
+        let read_buffer = Bytes::from(vec![7u8; 1 << 20]);
+        let message = Arc::new(Message {
+            topic: TopicName::new("t").unwrap(),
+            payload: read_buffer.slice(0..16),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::new(),
+            received: Instant::now(),
+            origin: 0,
+        });
+        let offline = Mailbox::new(10);
+        let mut detached = None;
+        let d = Delivery::new(message.clone(), QoS::AtLeastOnce, false);
+        assert_eq!(offline.push(d, None, &mut detached), Push::Queued);
+        drop((message, detached));
+        assert!(
+            read_buffer.is_unique(),
+            "the queued copy holds its own bytes"
+        );
+        assert_eq!(drain(&offline), vec![Bytes::from(vec![7u8; 16])]);
     }
 
     #[test]
@@ -581,11 +648,11 @@ mod tests {
         let sub = Mailbox::new(1);
         let publisher = Mailbox::new(1);
         assert_eq!(
-            sub.push(delivery(b"a", false), Some(&publisher)),
+            sub.push(delivery(b"a", false), Some(&publisher), &mut None),
             Push::Queued
         );
         assert_eq!(
-            sub.push(delivery(b"b", false), Some(&publisher)),
+            sub.push(delivery(b"b", false), Some(&publisher), &mut None),
             Push::DroppedFull
         );
         assert!(sub.wait_for_room(&publisher, Instant::now()).is_none());

@@ -60,6 +60,22 @@ impl Message {
         self.remaining_expiry(now) == Some(0)
     }
 
+    /// The same message with topic, payload and properties in allocations
+    /// of its own. A decoded message is a slice of the read buffer it
+    /// arrived in and keeps all of it alive; a message that waits long (in
+    /// a deep or offline queue, or retained) should cost what it counts.
+    pub fn detached(&self) -> Message {
+        Message {
+            topic: self.topic.detached(),
+            payload: bytes::Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.detached(),
+            received: self.received,
+            origin: self.origin,
+        }
+    }
+
     /// The bytes a queue counts for this message against
     /// `max_queued_bytes`: topic, payload and properties.
     pub fn size(&self) -> usize {

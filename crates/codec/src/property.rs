@@ -215,6 +215,28 @@ impl Property {
         }
     }
 
+    /// The same property with its strings and binary data in allocations
+    /// of their own (see [`MqttString::detached`]).
+    pub fn detached(&self) -> Property {
+        match self {
+            Property::ContentType(s) => Property::ContentType(s.detached()),
+            Property::ResponseTopic(s) => Property::ResponseTopic(s.detached()),
+            Property::CorrelationData(b) => Property::CorrelationData(Bytes::copy_from_slice(b)),
+            Property::AssignedClientIdentifier(s) => {
+                Property::AssignedClientIdentifier(s.detached())
+            }
+            Property::AuthenticationMethod(s) => Property::AuthenticationMethod(s.detached()),
+            Property::AuthenticationData(b) => {
+                Property::AuthenticationData(Bytes::copy_from_slice(b))
+            }
+            Property::ResponseInformation(s) => Property::ResponseInformation(s.detached()),
+            Property::ServerReference(s) => Property::ServerReference(s.detached()),
+            Property::ReasonString(s) => Property::ReasonString(s.detached()),
+            Property::UserProperty(k, v) => Property::UserProperty(k.detached(), v.detached()),
+            other => other.clone(),
+        }
+    }
+
     /// Checks the value rules the standard states for single properties.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let id = self.id();
@@ -256,6 +278,12 @@ macro_rules! getter {
 }
 
 impl Properties {
+    /// The same list with every string and binary value in allocations of
+    /// its own.
+    pub fn detached(&self) -> Properties {
+        Properties(self.0.iter().map(Property::detached).collect())
+    }
+
     pub fn new() -> Properties {
         Properties(Vec::new())
     }

@@ -98,6 +98,13 @@ impl MqttString {
     pub fn as_bytes(&self) -> &Bytes {
         self.0.as_bytes()
     }
+
+    /// The same string in an allocation of its own. A decoded string is a
+    /// slice of the buffer it was read from, and keeps all of it alive: a
+    /// value kept long (a queued or retained message) should not.
+    pub fn detached(&self) -> MqttString {
+        MqttString(ByteString::from(self.as_str()))
+    }
 }
 
 impl TryFrom<Bytes> for MqttString {
@@ -190,6 +197,11 @@ impl TopicName {
 
     pub fn as_mqtt_string(&self) -> &MqttString {
         &self.0
+    }
+
+    /// The same topic in an allocation of its own ([`MqttString::detached`]).
+    pub fn detached(&self) -> TopicName {
+        TopicName(self.0.detached())
     }
 
     pub fn is_empty(&self) -> bool {
