@@ -351,6 +351,7 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p, now),
             Packet::PubAck(r) => {
+                self.check_ack_kind(r.packet_id, &[OutboundState::AwaitingPubAck], "PUBACK")?;
                 match self.session.puback(r.packet_id) {
                     Some(done) => self.forget(&done.delivery),
                     None => trace!(packet_id = r.packet_id, "PUBACK for unknown packet id"),
@@ -358,6 +359,11 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRec(r) => {
+                let qos2 = [
+                    OutboundState::AwaitingPubRec,
+                    OutboundState::AwaitingPubComp,
+                ];
+                self.check_ack_kind(r.packet_id, &qos2, "PUBREC")?;
                 let mut rel = PubResponse::new(r.packet_id);
                 let outcome = self.session.pubrec(r.packet_id);
                 if r.reason.is_error() {
@@ -380,6 +386,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(r) => {
+                self.check_ack_kind(r.packet_id, &[OutboundState::AwaitingPubComp], "PUBCOMP")?;
                 if let Some(done) = self.session.pubcomp(r.packet_id) {
                     self.forget(&done.delivery);
                 }
@@ -432,8 +439,39 @@ impl Connection {
         }
     }
 
+    /// An acknowledgement for a message in flight must be the one its
+    /// stage calls for: PUBACK for QoS 1, PUBREC then PUBCOMP for QoS 2.
+    /// Another is a protocol violation (Mosquitto closes too); one for an
+    /// id not in flight is ignored (a late duplicate).
+    fn check_ack_kind(
+        &self,
+        packet_id: PacketId,
+        expected: &[OutboundState],
+        ack: &str,
+    ) -> Result<(), Close> {
+        match self.session.stage_of(packet_id) {
+            Some(stage) if !expected.contains(&stage) => Err(Close::violation(
+                ReasonCode::ProtocolError,
+                format!("{ack} for packet id {packet_id} in stage {stage:?}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
         self.tally.publish_in(publish.qos, publish.payload.len());
+        if publish
+            .properties
+            .subscription_identifiers()
+            .next()
+            .is_some()
+        {
+            // [MQTT-3.3.4-6]: a client's PUBLISH carries none.
+            return Err(Close::violation(
+                ReasonCode::ProtocolError,
+                "Subscription Identifier in a PUBLISH from a client",
+            ));
+        }
         self.aliases_in.resolve(&mut publish)?;
         self.check_publish_limits(&publish)?;
         if crate::router::level_count(&publish.topic) > self.broker.config.max_topic_levels {

@@ -215,6 +215,15 @@ impl SessionState {
             .position(|m| m.packet_id == packet_id && m.state == state)
     }
 
+    /// Where the message in flight under `packet_id` stands, if any.
+    pub fn stage_of(&self, packet_id: PacketId) -> Option<OutboundState> {
+        self.inflight
+            .iter()
+            .chain(&self.resend)
+            .find(|m| m.packet_id == packet_id)
+            .map(|m| m.state)
+    }
+
     /// PUBACK: the QoS 1 message is done. False if no such message.
     pub fn puback(&mut self, packet_id: PacketId) -> Option<Inflight> {
         let i = self.position(packet_id, OutboundState::AwaitingPubAck)?;

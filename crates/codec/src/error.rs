@@ -38,6 +38,8 @@ pub enum Error {
     InvalidUtf8,
     #[error("string contains U+0000")]
     NullCharacter,
+    #[error("topic contains a control character (U+0001..U+001F, U+007F..U+009F)")]
+    ControlCharacter,
     #[error("string of {0} bytes exceeds 65,535")]
     StringTooLong(usize),
     #[error("invalid topic name: {0}")]
@@ -110,6 +112,8 @@ impl Error {
             | Error::InvalidConnAckFlags
             | Error::InvalidUtf8
             | Error::NullCharacter
+            // Mosquitto's reading: malformed UTF-8, so a malformed packet.
+            | Error::ControlCharacter
             | Error::StringTooLong(_)
             | Error::InvalidSubscriptionOptions
             // "A Control Packet which contains an Identifier which is not

@@ -171,10 +171,14 @@ impl TopicName {
     }
 
     /// The decoder's path: the checks of `MqttString` and then of
-    /// `from_mqtt_string`, with one pass for U+0000 and the wildcards when
-    /// neither is there (nearly always), and the same errors when one is.
+    /// `from_mqtt_string`, with one pass for U+0000, the wildcards and the
+    /// control characters when none is there (nearly always), and the same
+    /// errors when one is.
     pub(crate) fn from_bytes(bytes: Bytes) -> Result<TopicName, Error> {
-        if bytes.len() <= usize::from(u16::MAX) && !contains_any(&bytes, [0, b'+', b'#']) {
+        if bytes.len() <= usize::from(u16::MAX)
+            && !contains_any(&bytes, [b'+', b'#', 0x7F, 0xC2])
+            && !any_below(&bytes, 0x20)
+        {
             return ByteString::try_from(bytes)
                 .map(|s| TopicName(MqttString(s)))
                 .map_err(|_| Error::InvalidUtf8);
@@ -183,6 +187,9 @@ impl TopicName {
     }
 
     pub fn from_mqtt_string(s: MqttString) -> Result<TopicName, Error> {
+        if has_control(s.as_bytes()) {
+            return Err(Error::ControlCharacter);
+        }
         if contains_any(s.as_bytes(), [b'+', b'#']) {
             return Err(Error::InvalidTopicName(
                 "wildcard character in a topic name",
@@ -268,6 +275,9 @@ fn validate_filter(s: &str) -> Result<(), Error> {
         return Err(Error::InvalidTopicFilter("empty topic filter"));
     }
     let bytes = s.as_bytes();
+    if has_control(bytes) {
+        return Err(Error::ControlCharacter);
+    }
     if !contains_any(bytes, [b'+', b'#']) {
         return Ok(());
     }
@@ -285,6 +295,41 @@ fn validate_filter(s: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Whether `bytes` (well-formed UTF-8) holds a control character:
+/// U+0001..U+001F, U+007F, or U+0080..U+009F (encoded C2 80..C2 9F). The
+/// standard says they SHOULD NOT be used ([MQTT-1.5.4]) and lets a
+/// receiver close the connection; Mosquitto does so for topics, which
+/// keeps them out of logs and file names. Rare, so the exact check runs
+/// only behind [`contains_any`] and [`any_below`].
+fn has_control(bytes: &[u8]) -> bool {
+    if !any_below(bytes, 0x20) && !contains_any(bytes, [0x7F, 0xC2]) {
+        return false;
+    }
+    bytes.iter().enumerate().any(|(i, &b)| {
+        (1..0x20).contains(&b)
+            || b == 0x7F
+            || (b == 0xC2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n)))
+    })
+}
+
+/// Whether any byte of `bytes` is below `limit` (at most 0x80), eight
+/// bytes at a time (the "has less" word trick, exact).
+#[inline]
+fn any_below(bytes: &[u8], limit: u8) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = bytes.chunks_exact(8);
+    for word in words.by_ref() {
+        if let Ok(word) = <[u8; 8]>::try_from(word) {
+            let x = u64::from_ne_bytes(word);
+            if x.wrapping_sub(ONES.wrapping_mul(u64::from(limit))) & !x & HIGHS != 0 {
+                return true;
+            }
+        }
+    }
+    words.remainder().iter().any(|&b| b < limit)
 }
 
 /// Whether `bytes` holds any of `needles`, eight bytes at a time (the
@@ -442,5 +487,64 @@ mod tests {
             Err(Error::InvalidUtf8)
         );
         assert!(MqttString::try_from("A\u{2A6D4}").is_ok());
+    }
+
+    /// Control characters in topics close the connection, as in
+    /// Mosquitto (issue 15); elsewhere in a string they stay allowed.
+    #[test]
+    fn control_characters_are_refused_in_topics() {
+        for bad in [
+            "a\u{1}b",
+            "\u{1f}",
+            "a/\u{7f}",
+            "x\u{80}",
+            "\u{9f}/y",
+            "tab\there",
+        ] {
+            assert_eq!(
+                TopicName::new(bad).err(),
+                Some(Error::ControlCharacter),
+                "{bad:?}"
+            );
+            assert_eq!(
+                TopicFilter::new(bad).err(),
+                Some(Error::ControlCharacter),
+                "{bad:?}"
+            );
+            let decoded = TopicName::from_bytes(Bytes::copy_from_slice(bad.as_bytes()));
+            assert_eq!(decoded.err(), Some(Error::ControlCharacter), "{bad:?}");
+        }
+        for good in [
+            "a b",
+            "\u{a0}",
+            "caf\u{e9}/\u{100}",
+            "\u{c2}\u{a9}",
+            "\u{ff}/+",
+        ] {
+            assert!(TopicFilter::new(good).is_ok(), "{good:?}");
+        }
+        assert!(TopicName::from_bytes(Bytes::from_static("caf\u{e9}".as_bytes())).is_ok());
+        assert!(MqttString::try_from("a\u{1}b").is_ok());
+    }
+
+    #[test]
+    fn the_word_scan_for_small_bytes_is_exact() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 23) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (seed.rotate_left(i as u32 * 5) as u8) | if i % 3 == 0 { 0 } else { 0x20 })
+                .collect();
+            for limit in [1u8, 0x20, 0x80] {
+                assert_eq!(
+                    any_below(&bytes, limit),
+                    bytes.iter().any(|&b| b < limit),
+                    "{bytes:?} < {limit}"
+                );
+            }
+        }
     }
 }

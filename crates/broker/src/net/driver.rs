@@ -308,14 +308,16 @@ impl<T: Transport> Io<T> {
     }
 }
 
-/// The protocol level named in a CONNECT whose fixed header and protocol
-/// name are in `buf`, so that a refused CONNECT is answered in its version.
+/// The protocol of a CONNECT whose fixed header, protocol name and level
+/// are in `buf`, so that a refused CONNECT is answered in its version:
+/// MQTT 5 only for the name `MQTT` with level 5. Anything else is answered
+/// as 3.1.1 where an answer is due (a CONNACK in the MQTT 5 format to a
+/// 3.1.1 client, or to garbage, is a malformed packet to it).
 fn sniff_protocol(buf: &[u8]) -> Option<Protocol> {
     let header = FixedHeader::parse(buf).ok()??;
     let body = buf.get(header.header_len..)?;
-    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-    match body.get(2 + name_len)? {
-        5 => Some(Protocol::V5),
+    match body.get(..7)? {
+        [0, 4, b'M', b'Q', b'T', b'T', 5] => Some(Protocol::V5),
         _ => Some(Protocol::V3_1_1),
     }
 }
@@ -543,9 +545,10 @@ async fn run<T: Transport>(
     connection.say_goodbye(&close);
     // Best effort: the reason code, then close (TLS close_notify, WebSocket
     // Close); bounded so a client that does not read cannot hold the task.
+    let linger = server_closes(&close);
     let _ = Box::pin(tokio::time::timeout(
-        Duration::from_secs(1),
-        goodbye(&mut io, &mut connection.out),
+        LINGER_TIME,
+        goodbye(&mut io, &mut connection.out, linger),
     ))
     .await;
     connection.tally.flush(&broker.metrics);
@@ -604,14 +607,46 @@ async fn run<T: Transport>(
     }
 }
 
-/// Sends the last bytes, then ends the stream.
-async fn goodbye<T: Transport>(io: &mut Io<T>, out: &mut BytesMut) -> io::Result<()> {
+/// Sends the last bytes, then ends the stream. With `linger` (the broker
+/// ends the connection, with a reason code for MQTT 5), it ends only its
+/// own side and reads and discards what the client still sends, up to
+/// [`LINGER_BYTES`] and within the caller's bound, before it closes: a
+/// socket closed with unread data resets the connection, and a client
+/// still writing (one that just passed our Receive Maximum, say) would
+/// get ECONNRESET instead of the reason code it has not read yet.
+async fn goodbye<T: Transport>(io: &mut Io<T>, out: &mut BytesMut, linger: bool) -> io::Result<()> {
     if !out.is_empty() {
         io.write_all(out).await?;
+    }
+    if linger {
+        io.stream.shutdown_write().await;
+        let mut discarded = 0;
+        let mut scratch = BytesMut::new();
+        while discarded < LINGER_BYTES {
+            io.stream.ready(Interest::READABLE).await?;
+            scratch.clear();
+            scratch.reserve(READ_CHUNK);
+            match io.stream.try_read_buf(&mut scratch) {
+                Ok(0) => break,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     io.stream.close().await;
     Ok(())
 }
+
+/// Whether the broker ends the connection (so it lingers, see `goodbye`).
+fn server_closes(close: &Close) -> bool {
+    !matches!(close, Close::Disconnect { .. } | Close::Lost(_))
+}
+
+/// How long a closing connection may take to say goodbye and linger.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+/// The most a lingering connection reads and discards.
+const LINGER_BYTES: usize = 64 * 1024;
 
 struct SlotGuard {
     broker: Arc<Broker>,
@@ -644,6 +679,18 @@ fn process_input(
     loop {
         if connection.must_pause() {
             return Ok((n, !rbuf.is_empty()));
+        }
+        // A packet of a forbidden type is refused from its first byte,
+        // before the rest of its fixed header is awaited: type 0, and AUTH
+        // (15) before MQTT 5.
+        if let Some(&first) = rbuf.first() {
+            let kind = first >> 4;
+            if kind == 0 || (kind == 15 && !connection.protocol.is_v5()) {
+                return Err(Close::violation(
+                    ReasonCode::MalformedPacket,
+                    format!("packet of reserved type {kind}"),
+                ));
+            }
         }
         match decode(rbuf, connection.protocol, broker.config.max_packet_size) {
             Ok(Some(packet)) => {

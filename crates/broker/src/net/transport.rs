@@ -50,6 +50,9 @@ pub(crate) trait Transport: Send + 'static {
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
     /// Ends the stream politely (TLS close_notify, WebSocket Close).
     fn close(&mut self) -> impl Future<Output = ()> + Send + '_;
+    /// Ends our side of the stream and leaves the client's open: TCP FIN
+    /// (`shutdown(Write)`), TLS close_notify, WebSocket Close.
+    fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send + '_;
     /// The client's address, for the admin API.
     fn peer_addr(&self) -> Option<SocketAddr>;
 }
@@ -73,6 +76,10 @@ impl Transport for TcpStream {
 
     fn close(&mut self) -> impl Future<Output = ()> + Send + '_ {
         std::future::ready(())
+    }
+
+    async fn shutdown_write(&mut self) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
@@ -196,6 +203,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Buffered<
         if self.flush().await.is_ok() {
             let _ = self.inner.shutdown().await;
         }
+    }
+
+    async fn shutdown_write(&mut self) {
+        self.close().await;
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {

@@ -62,10 +62,11 @@ pub fn qos() -> impl Strategy<Value = QoS> {
     select(vec![QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce])
 }
 
-/// One topic level: no separator, no wildcard.
+/// One topic level: no separator, no wildcard, no control character
+/// (refused in topics, as Mosquitto refuses them).
 fn level() -> impl Strategy<Value = String> {
-    let c = mqtt_char().prop_filter("not a separator or wildcard", |c| {
-        !matches!(c, '/' | '+' | '#')
+    let c = mqtt_char().prop_filter("not a separator, wildcard or control", |c| {
+        !matches!(c, '/' | '+' | '#') && !c.is_control()
     });
     string_of(c, 4)
 }
