@@ -397,7 +397,7 @@ async fn run<T: Transport>(
     } = accepted;
     // Whatever happens below, even a panic, the registry slot is released
     // and a waiting takeover is let through.
-    let _slot_guard = SlotGuard {
+    let slot_guard = SlotGuard {
         broker: broker.clone(),
         client_id: client_id.clone(),
         connection_id,
@@ -530,6 +530,43 @@ async fn run<T: Transport>(
             }
         },
     };
+    // The rest is boxed: its state lives only while a connection ends,
+    // and inline it would add to every connection's task for good.
+    let ending = Ending {
+        broker,
+        client_id,
+        connection_id,
+        shutdown,
+        slot_guard,
+    };
+    Box::pin(finish(ending, io, connection, close)).await;
+}
+
+/// What [`finish`] needs besides the socket, the state and the reason.
+struct Ending {
+    broker: Arc<Broker>,
+    client_id: Arc<str>,
+    connection_id: u64,
+    shutdown: CancellationToken,
+    slot_guard: SlotGuard,
+}
+
+/// Ends a connection: its reason code, the session parked or discarded,
+/// the will, then the socket.
+async fn finish<T: Transport>(
+    ending: Ending,
+    mut io: Io<T>,
+    mut connection: Box<Connection>,
+    close: Close,
+) {
+    let Ending {
+        broker,
+        client_id,
+        connection_id,
+        shutdown,
+        slot_guard,
+    } = ending;
+    let mailbox = connection.session.shared.mailbox.clone();
     connection.resume(Instant::now());
     connection.session.merge_resend();
 
@@ -543,12 +580,11 @@ async fn run<T: Transport>(
     }
     Metrics::add(broker.metrics.disconnects.counter(&close), 1);
     connection.say_goodbye(&close);
-    // Best effort: the reason code, then close (TLS close_notify, WebSocket
-    // Close); bounded so a client that does not read cannot hold the task.
-    let linger = server_closes(&close);
+    // Best effort: the reason code, bounded so a client that does not read
+    // cannot hold the task.
     let _ = Box::pin(tokio::time::timeout(
         LINGER_TIME,
-        goodbye(&mut io, &mut connection.out, linger),
+        io.write_all(&mut connection.out),
     ))
     .await;
     connection.tally.flush(&broker.metrics);
@@ -605,19 +641,22 @@ async fn run<T: Transport>(
             .registry
             .release(&client_id, connection_id, None, now);
     }
+    // The session is parked or gone and a takeover may proceed; the socket
+    // is ended last.
+    drop(slot_guard);
+    let linger = server_closes(&close);
+    drop(close);
+    let _ = Box::pin(tokio::time::timeout(LINGER_TIME, goodbye(&mut io, linger))).await;
 }
 
-/// Sends the last bytes, then ends the stream. With `linger` (the broker
-/// ends the connection, with a reason code for MQTT 5), it ends only its
-/// own side and reads and discards what the client still sends, up to
-/// [`LINGER_BYTES`] and within the caller's bound, before it closes: a
-/// socket closed with unread data resets the connection, and a client
-/// still writing (one that just passed our Receive Maximum, say) would
-/// get ECONNRESET instead of the reason code it has not read yet.
-async fn goodbye<T: Transport>(io: &mut Io<T>, out: &mut BytesMut, linger: bool) -> io::Result<()> {
-    if !out.is_empty() {
-        io.write_all(out).await?;
-    }
+/// Ends the stream (TLS close_notify, WebSocket Close). With `linger` (the
+/// broker ends the connection, with a reason code for MQTT 5), it first
+/// ends only its own side and reads and discards what the client still
+/// sends, up to [`LINGER_BYTES`] and within the caller's bound: a socket
+/// closed with unread data resets the connection, and a client still
+/// writing (one that just passed our Receive Maximum, say) would get
+/// ECONNRESET instead of the reason code it has not read yet.
+async fn goodbye<T: Transport>(io: &mut Io<T>, linger: bool) -> io::Result<()> {
     if linger {
         io.stream.shutdown_write().await;
         let mut discarded = 0;
