@@ -254,7 +254,8 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_topic_alias: 10,
-            max_keepalive: 65_535,
+            // Mosquitto 2.1's default: no limit.
+            max_keepalive: 0,
             sys_interval: Duration::from_secs(10),
             auto_id_prefix: "auto-".into(),
             pid_file: None,

@@ -59,12 +59,69 @@ pub struct Refused {
 }
 
 impl Refused {
-    pub fn connack(&self) -> Packet {
+    /// The refusing CONNACK. MQTT 5 gets what Mosquitto 2.1 states on a
+    /// refusal (Maximum QoS, when below 2), then a Reason String saying
+    /// why (the standard allows one on a CONNACK whatever the client's
+    /// Request Problem Information).
+    pub fn connack(&self, config: &crate::Config) -> Packet {
+        let mut properties = Properties::new();
+        if self.protocol.is_v5() {
+            if config.max_qos < ferrymq_codec::QoS::ExactlyOnce {
+                properties.push(Property::MaximumQoS(config.max_qos as u8));
+            }
+            if let Ok(why) = MqttString::try_from(self.detail).map(Property::ReasonString) {
+                if !self.detail.is_empty() {
+                    properties.push(why);
+                }
+            }
+        }
         Packet::ConnAck(ConnAck {
             session_present: false,
             reason: self.reason,
-            properties: Properties::new(),
+            properties,
         })
+    }
+}
+
+/// The properties of a successful MQTT 5 CONNACK, as Mosquitto 2.1 sends
+/// them for the same configuration and CONNECT, in its order, so that the
+/// bytes match: Server Keep Alive, Topic Alias Maximum, Assigned Client
+/// Identifier, the authentication method and data, then Retain Available
+/// (only when false), Maximum Packet Size, Receive Maximum and Maximum QoS
+/// (each unless at the protocol's default). Nothing the protocol already
+/// implies is stated (Wildcard, Subscription Identifier and Shared
+/// Subscription Available are all 1).
+fn connack_properties(
+    config: &crate::Config,
+    server_keep_alive: Option<u16>,
+    assigned: Option<String>,
+    auth: Properties,
+    properties: &mut Properties,
+) {
+    if let Some(ka) = server_keep_alive {
+        properties.push(Property::ServerKeepAlive(ka));
+    }
+    if config.max_topic_alias > 0 {
+        properties.push(Property::TopicAliasMaximum(config.max_topic_alias));
+    }
+    if let Some(id) = assigned.and_then(|id| MqttString::try_from(id).ok()) {
+        properties.push(Property::AssignedClientIdentifier(id));
+    }
+    properties.0.extend(auth.0);
+    if !config.retain_available {
+        properties.push(Property::RetainAvailable(0));
+    }
+    match u32::try_from(config.max_packet_size) {
+        Ok(size) if config.max_packet_size < ferrymq_codec::varint::MAX as usize + 5 => {
+            properties.push(Property::MaximumPacketSize(size));
+        }
+        _ => {}
+    }
+    if config.max_inflight_messages < u16::MAX {
+        properties.push(Property::ReceiveMaximum(config.max_inflight_messages));
+    }
+    if config.max_qos < ferrymq_codec::QoS::ExactlyOnce {
+        properties.push(Property::MaximumQoS(config.max_qos as u8));
     }
 }
 
@@ -121,11 +178,13 @@ pub async fn accept(
         if v5 {
             keep_alive = max_keepalive;
             server_keep_alive = Some(max_keepalive);
-        } else if keep_alive > max_keepalive {
-            // 3.x cannot be told a different keep-alive: refuse, as Mosquitto does.
+        } else {
+            // 3.x cannot be told a different keep-alive: refused, as
+            // Mosquitto 2.1 does (return code 2), a keep-alive of 0 ("none")
+            // included.
             return Err(refuse(
                 ReasonCode::ClientIdentifierNotValid,
-                "keep-alive above max_keepalive",
+                "keep-alive of 0 or above max_keepalive",
             ));
         }
     }
@@ -312,29 +371,13 @@ pub async fn accept(
         client_max_packet = p.maximum_packet_size().map(|n| n as usize);
         client_alias_max = p.topic_alias_maximum().unwrap_or(0);
         problem_information = p.request_problem_information() != Some(0);
-        if let Some(id) = assigned {
-            if let Ok(id) = MqttString::try_from(id) {
-                properties.push(Property::AssignedClientIdentifier(id));
-            }
-        }
-        if let Some(ka) = server_keep_alive {
-            properties.push(Property::ServerKeepAlive(ka));
-        }
-        properties.push(Property::ReceiveMaximum(config.max_inflight_messages));
-        if let Ok(size) = u32::try_from(config.max_packet_size) {
-            properties.push(Property::MaximumPacketSize(size));
-        }
-        if config.max_topic_alias > 0 {
-            properties.push(Property::TopicAliasMaximum(config.max_topic_alias));
-        }
-        properties.0.extend(connack_auth.0);
-        if config.max_qos < ferrymq_codec::QoS::ExactlyOnce {
-            properties.push(Property::MaximumQoS(config.max_qos as u8));
-        }
-        properties.push(Property::RetainAvailable(u8::from(config.retain_available)));
-        properties.push(Property::WildcardSubscriptionAvailable(1));
-        properties.push(Property::SubscriptionIdentifierAvailable(1));
-        properties.push(Property::SharedSubscriptionAvailable(1));
+        connack_properties(
+            config,
+            server_keep_alive,
+            assigned,
+            connack_auth,
+            &mut properties,
+        );
         if p.request_response_information() == Some(1) {
             // A topic prefix the client may use for responses ([MQTT-3.2.2.3.15]).
             if let Ok(info) = MqttString::try_from(format!("response/{client_id}")) {

@@ -26,6 +26,9 @@ fn subscribe(filters: &[(&str, SubscriptionOptions)], id: Option<u32>) -> Subscr
     }
 }
 
+/// The CONNACK states what differs from the protocol's defaults, as
+/// Mosquitto does (the bytes are checked in `connack.rs`), and answers a
+/// request for response information.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_announces_what_the_broker_supports() {
     let b = TestBroker::start().await;
@@ -38,20 +41,17 @@ async fn connack_announces_what_the_broker_supports() {
     assert_eq!(p.receive_maximum(), Some(20));
     assert_eq!(p.topic_alias_maximum(), Some(10));
     assert_eq!(p.maximum_packet_size(), Some(2_000_000));
-    assert_eq!(p.retain_available(), Some(1));
+    assert_eq!(p.retain_available(), None, "absent means available");
     assert_eq!(p.maximum_qos(), None, "absent means QoS 2");
-    let flags: Vec<_> = p
-        .iter()
-        .filter(|p| {
-            matches!(
-                p,
-                Property::WildcardSubscriptionAvailable(1)
-                    | Property::SubscriptionIdentifierAvailable(1)
-                    | Property::SharedSubscriptionAvailable(1)
-            )
-        })
-        .collect();
-    assert_eq!(flags.len(), 3);
+    assert!(
+        !p.iter().any(|p| matches!(
+            p,
+            Property::WildcardSubscriptionAvailable(_)
+                | Property::SubscriptionIdentifierAvailable(_)
+                | Property::SharedSubscriptionAvailable(_)
+        )),
+        "availability at its default is not stated: {p:?}"
+    );
     assert_eq!(p.response_information().unwrap().as_str(), "response/props");
 }
 

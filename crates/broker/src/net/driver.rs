@@ -173,7 +173,7 @@ async fn handshake<T: Transport>(
                 detail: "",
             };
             let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+            let _ = ferrymq_codec::encode(&refused.connack(&broker.config), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
             return None;
         }
@@ -202,7 +202,7 @@ async fn handshake<T: Transport>(
                 detail: "enhanced authentication failed",
             };
             let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+            let _ = ferrymq_codec::encode(&refused.connack(&broker.config), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
             return None;
         }
@@ -238,7 +238,7 @@ async fn handshake<T: Transport>(
             info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
             Metrics::add(broker.metrics.refused.counter(refused.reason), 1);
             let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(), protocol, &mut out);
+            let _ = ferrymq_codec::encode(&refused.connack(&broker.config), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
             None
         }
@@ -365,7 +365,7 @@ async fn read_connect<T: Transport>(
                         reason,
                         detail: "",
                     }
-                    .connack();
+                    .connack(&broker.config);
                     let mut out = BytesMut::new();
                     let _ = ferrymq_codec::encode(&connack, protocol, &mut out);
                     let _ = io.write_all(&mut out).await;
