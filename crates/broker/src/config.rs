@@ -156,10 +156,17 @@ pub struct Config {
     /// (log cosmetics and the like): each names file, line and option, for
     /// the broker to log at start.
     pub warnings: Vec<String>,
-    /// Keep sessions, queued messages and retained messages on disk.
+    /// Keep sessions, queued messages and retained messages on disk
+    /// (`persistence`; off unless the file says so, as in Mosquitto).
     pub persistence: bool,
-    /// Directory of the store.
+    /// `persistence_location`: the directory the store lives in (empty:
+    /// the working directory, as in Mosquitto).
     pub persistence_location: std::path::PathBuf,
+    /// `persistence_file` (default `mosquitto.db`): the store is the
+    /// directory `<persistence_location>/<persistence_file>.ferrymq`, so
+    /// that brokers with different values never share one, and none is
+    /// mistaken for Mosquitto's own file.
+    pub persistence_file: String,
     /// `persistence_commit_window` (microseconds): how long the store
     /// waits after a write before its fsync, to let more writes share it.
     /// Zero (the default): the running fsync is the window.
@@ -238,6 +245,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The store's directory: `<persistence_location>/<persistence_file>.ferrymq`.
+    pub fn store_path(&self) -> PathBuf {
+        self.persistence_location
+            .join(format!("{}.ferrymq", self.persistence_file))
+    }
+
     /// Whether clients without a user name may connect.
     pub fn allow_anonymous(&self) -> bool {
         self.allow_anonymous.unwrap_or(!self.listeners_from_file)
@@ -260,8 +273,9 @@ impl Default for Config {
             auto_id_prefix: "auto-".into(),
             pid_file: None,
             warnings: Vec::new(),
-            persistence: true,
-            persistence_location: "ferrymq-data".into(),
+            persistence: false,
+            persistence_location: std::path::PathBuf::new(),
+            persistence_file: "mosquitto.db".into(),
             persistence_commit_window: std::time::Duration::ZERO,
             allow_anonymous: None,
             listeners_from_file: false,
@@ -343,6 +357,7 @@ impl Config {
             words.next() == Some("per_listener_settings") && words.next() == Some("true")
         });
         let per_listener = config.per_listener_settings;
+        let mut location_set = false;
         for (file, index, raw) in lines.iter().map(|(f, n, t)| (f.as_str(), *n, t.as_str())) {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -702,7 +717,20 @@ impl Config {
                         }
                     }
                 }
-                "persistence_location" => config.persistence_location = one()?.into(),
+                "persistence_location" => {
+                    location_set = true;
+                    config.persistence_location = one()?.into()
+                }
+                "persistence_file" => {
+                    let name = one()?;
+                    if name.contains('/') || name == "." || name == ".." {
+                        return Err(err(format!(
+                            "persistence_file: {name:?} is a file name, not a path (the \
+                             directory is persistence_location)"
+                        )));
+                    }
+                    config.persistence_file = name.to_string();
+                }
                 "persistence_commit_window" => {
                     let micros: u64 =
                         one()?
@@ -772,6 +800,13 @@ impl Config {
             }
         }
         validate_listener(&config, &current)?;
+        // As Mosquitto 2.1: the environment names the location when the
+        // file does not (snap and container packaging set it).
+        if !location_set {
+            if let Some(dir) = std::env::var_os("MOSQUITTO_PERSISTENCE_LOCATION") {
+                config.persistence_location = dir.into();
+            }
+        }
         for (option, default) in [("max_qos", "2"), ("use_username_as_clientid", "false")] {
             if let Some(value) = mosquitto::check_uniform(&uniform, option, default, groups)? {
                 match option {

@@ -67,7 +67,8 @@ impl Server {
     /// Binds every configured listener and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Server> {
         let writer = if config.persistence {
-            let store = open_store(&config.persistence_location)?;
+            notice_other_stores(&config);
+            let store = open_store(&config.store_path())?;
             let loaded = store.load().map_err(std::io::Error::other)?;
             let writer = ferrymq_store::Writer::spawn(store, config.persistence_commit_window);
             Some((writer, loaded))
@@ -286,15 +287,33 @@ async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
     }
 }
 
+/// Says what ferrymq does not read at the store's location: Mosquitto's
+/// own file, and the store of a ferrymq that kept it in `ferrymq-data`.
+fn notice_other_stores(config: &Config) {
+    let mosquitto = config.persistence_location.join(&config.persistence_file);
+    if mosquitto.is_file() {
+        tracing::warn!(
+            "{} is Mosquitto's store, which ferrymq does not read: ferrymq keeps its own in {}",
+            mosquitto.display(),
+            config.store_path().display()
+        );
+    }
+    let earlier = config.persistence_location.join("ferrymq-data");
+    if earlier.is_dir() && !config.store_path().exists() {
+        tracing::warn!(
+            "{} holds the store of an earlier ferrymq, which is not read: to keep it, stop the \
+             broker and rename it to {}",
+            earlier.display(),
+            config.store_path().display()
+        );
+    }
+}
+
 /// Opens the store, with an error that names the path and says what to do
 /// when it cannot be read ([issue 6]: never silently discarded).
 fn open_store(path: &std::path::Path) -> std::io::Result<Arc<dyn ferrymq_store::Store>> {
-    std::fs::create_dir_all(path).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("persistence_location {}: {e}", path.display()),
-        )
-    })?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("store {}: {e}", path.display())))?;
     match ferrymq_store::FjallStore::open(path) {
         Ok(store) => Ok(Arc::new(store)),
         Err(e) => Err(std::io::Error::other(format!(

@@ -135,20 +135,23 @@ async fn inbound_qos2_is_not_routed_twice_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_store_is_a_clear_error_not_a_fresh_start() {
     let dir = tempfile::tempdir().unwrap();
-    // A store directory whose format marker is garbage.
-    std::fs::write(dir.path().join("version"), b"not a fjall store at all").unwrap();
     let mut config = test_config();
     config.persistence = true;
     config.persistence_location = dir.path().to_path_buf();
+    // A store directory whose format marker is garbage.
+    let store = config.store_path();
+    assert_eq!(store, dir.path().join("mosquitto.db.ferrymq"));
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("version"), b"not a fjall store at all").unwrap();
     let err = ferrymq_broker::Server::start(config)
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(err.contains(&store.display().to_string()), "{err}");
     assert!(err.contains("move the directory aside"), "{err}");
     // Nothing was discarded.
     assert_eq!(
-        std::fs::read(dir.path().join("version")).unwrap(),
+        std::fs::read(store.join("version")).unwrap(),
         b"not a fjall store at all"
     );
 }

@@ -27,8 +27,8 @@ impl Drop for Proc {
     }
 }
 
-/// A fresh working directory, so each broker has its own default store
-/// (`ferrymq-data` in the working directory).
+/// A fresh working directory, so that what one broker writes there (a
+/// store, with `persistence true`) is its own.
 fn workdir() -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -46,9 +46,14 @@ fn start(args: &[&str]) -> (Proc, String, mpsc::Receiver<String>) {
 }
 
 /// [`start`] for a command the caller prepared.
-fn start_cmd(mut cmd: Command) -> (Proc, String, mpsc::Receiver<String>) {
+fn start_cmd(cmd: Command) -> (Proc, String, mpsc::Receiver<String>) {
+    start_in(cmd, &workdir())
+}
+
+/// [`start_cmd`] in the working directory `dir`.
+fn start_in(mut cmd: Command, dir: &std::path::Path) -> (Proc, String, mpsc::Receiver<String>) {
     let mut child = Proc(
-        cmd.current_dir(workdir())
+        cmd.current_dir(dir)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -444,4 +449,110 @@ fn log_dest_file_receives_the_log() {
     );
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child).success());
+}
+
+/// Publishes a retained QoS 1 message and waits for its PUBACK.
+fn publish_retained(addr: &str, topic: &str, payload: &[u8]) {
+    let mut s = mqtt_connect(addr);
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x33, body.len() as u8];
+    packet.extend(body);
+    s.write_all(&packet).unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x40, 2, 0, 1]);
+}
+
+/// Subscribes to `topic` and returns the retained payload that comes, if
+/// one comes within a short wait.
+fn retained(addr: &str, topic: &str) -> Option<Vec<u8>> {
+    let mut s = mqtt_connect(addr);
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.push(0);
+    let mut packet = vec![0x82, body.len() as u8];
+    packet.extend(body);
+    s.write_all(&packet).unwrap();
+    let mut suback = [0u8; 5];
+    s.read_exact(&mut suback).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).ok()?;
+    let mut rest = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut rest).unwrap();
+    Some(rest[2 + topic.len()..].to_vec())
+}
+
+/// `ferrymq broker -c conf`, started in `dir`.
+fn broker_in(dir: &std::path::Path, conf: &str) -> (Proc, String, mpsc::Receiver<String>) {
+    let mut c = ferrymq();
+    c.args(["broker", "-c", conf]);
+    start_in(c, dir)
+}
+
+fn conf_in(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Issue 15: without `persistence true`, as in Mosquitto, nothing survives
+/// a restart (the store used to be on by default).
+#[test]
+fn without_persistence_a_restart_keeps_nothing() {
+    let dir = workdir();
+    let conf = conf_in(
+        &dir,
+        "m.conf",
+        "listener 0 127.0.0.1\nallow_anonymous true\n",
+    );
+    let (mut child, addr, _log) = broker_in(&dir, &conf);
+    publish_retained(&addr, "kept?", b"1");
+    assert_eq!(retained(&addr, "kept?").as_deref(), Some(&b"1"[..]));
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let (mut child, addr, _log) = broker_in(&dir, &conf);
+    assert_eq!(retained(&addr, "kept?"), None);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        entries,
+        vec![std::ffi::OsString::from("m.conf")],
+        "no store written"
+    );
+}
+
+/// Issue 15: the store is named after `persistence_file`, so two brokers
+/// started from one directory with different values keep apart.
+#[test]
+fn brokers_with_different_persistence_files_do_not_share_a_store() {
+    let dir = workdir();
+    let base = "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\n";
+    let a = conf_in(&dir, "a.conf", &format!("{base}persistence_file a.db\n"));
+    let b = conf_in(&dir, "b.conf", &format!("{base}persistence_file b.db\n"));
+    let run = |conf: &str| broker_in(&dir, conf);
+    let (mut broker_a, addr, _log) = run(&a);
+    publish_retained(&addr, "who", b"a");
+    signal(&broker_a, "-TERM");
+    assert!(wait_exit(&mut broker_a).success());
+    let (mut broker_b, addr, _log) = run(&b);
+    assert_eq!(retained(&addr, "who"), None, "b does not see a's state");
+    publish_retained(&addr, "who", b"b");
+    signal(&broker_b, "-TERM");
+    assert!(wait_exit(&mut broker_b).success());
+    let (mut broker_a, addr, _log) = run(&a);
+    assert_eq!(retained(&addr, "who").as_deref(), Some(&b"a"[..]));
+    signal(&broker_a, "-TERM");
+    assert!(wait_exit(&mut broker_a).success());
+    assert!(dir.join("a.db.ferrymq").is_dir() && dir.join("b.db.ferrymq").is_dir());
 }

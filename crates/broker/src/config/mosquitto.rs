@@ -123,10 +123,7 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("password_file", Implemented),
     ("per_listener_settings", Implemented),
     ("persistence", Implemented),
-    (
-        "persistence_file",
-        Warn("ferrymq's store is a directory (persistence_location), not a single file"),
-    ),
+    ("persistence_file", Implemented),
     ("persistence_location", Implemented),
     ("persistent_client_expiration", Implemented),
     ("pid_file", Implemented),
