@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::alias;
 use crate::broker::Broker;
+use crate::config::ListenerConfig;
 use crate::metrics::Tally;
 use crate::protocol::Connection;
 use crate::registry::Claim;
@@ -63,11 +64,11 @@ impl Refused {
     /// refusal (Maximum QoS, when below 2), then a Reason String saying
     /// why (the standard allows one on a CONNACK whatever the client's
     /// Request Problem Information).
-    pub fn connack(&self, config: &crate::Config) -> Packet {
+    pub fn connack(&self, listener: &ListenerConfig) -> Packet {
         let mut properties = Properties::new();
         if self.protocol.is_v5() {
-            if config.max_qos < ferrymq_codec::QoS::ExactlyOnce {
-                properties.push(Property::MaximumQoS(config.max_qos as u8));
+            if listener.max_qos < ferrymq_codec::QoS::ExactlyOnce {
+                properties.push(Property::MaximumQoS(listener.max_qos as u8));
             }
             if let Ok(why) = MqttString::try_from(self.detail).map(Property::ReasonString) {
                 if !self.detail.is_empty() {
@@ -93,6 +94,7 @@ impl Refused {
 /// Subscription Available are all 1).
 fn connack_properties(
     config: &crate::Config,
+    listener: &ListenerConfig,
     server_keep_alive: Option<u16>,
     assigned: Option<String>,
     auth: Properties,
@@ -101,8 +103,8 @@ fn connack_properties(
     if let Some(ka) = server_keep_alive {
         properties.push(Property::ServerKeepAlive(ka));
     }
-    if config.max_topic_alias > 0 {
-        properties.push(Property::TopicAliasMaximum(config.max_topic_alias));
+    if listener.max_topic_alias > 0 {
+        properties.push(Property::TopicAliasMaximum(listener.max_topic_alias));
     }
     if let Some(id) = assigned.and_then(|id| MqttString::try_from(id).ok()) {
         properties.push(Property::AssignedClientIdentifier(id));
@@ -120,8 +122,8 @@ fn connack_properties(
     if config.max_inflight_messages < u16::MAX {
         properties.push(Property::ReceiveMaximum(config.max_inflight_messages));
     }
-    if config.max_qos < ferrymq_codec::QoS::ExactlyOnce {
-        properties.push(Property::MaximumQoS(config.max_qos as u8));
+    if listener.max_qos < ferrymq_codec::QoS::ExactlyOnce {
+        properties.push(Property::MaximumQoS(listener.max_qos as u8));
     }
 }
 
@@ -135,7 +137,7 @@ pub async fn accept(
     authenticated: Option<Authenticated>,
     identity: Option<Arc<str>>,
     shutdown: &CancellationToken,
-    security: Arc<crate::security::Security>,
+    endpoint: Arc<crate::net::listener::Endpoint>,
 ) -> Result<Accepted, Refused> {
     let protocol = connect.protocol;
     let v5 = protocol.is_v5();
@@ -147,6 +149,14 @@ pub async fn accept(
     };
 
     let config = &broker.config;
+    let listener = &endpoint.settings;
+    if !listener.accept_protocol_versions.accepts(protocol) {
+        // accept_protocol_versions: 3.x gets return code 1, 5.0 0x84.
+        return Err(refuse(
+            ReasonCode::UnsupportedProtocolVersion,
+            "this listener does not accept the protocol version (accept_protocol_versions)",
+        ));
+    }
     let mut assigned = None;
     if connect.client_id.is_empty() && !config.allow_zero_length_clientid {
         // `allow_zero_length_clientid false`: no identifier is assigned.
@@ -164,7 +174,11 @@ pub async fn accept(
                 "empty client identifier without a clean session",
             ));
         }
-        let id = format!("{}{}", broker.config.auto_id_prefix, uuid::Uuid::new_v4());
+        let prefix = listener
+            .auto_id_prefix
+            .as_deref()
+            .unwrap_or(&broker.config.auto_id_prefix);
+        let id = format!("{prefix}{}", uuid::Uuid::new_v4());
         assigned = Some(id.clone());
         id.into()
     } else {
@@ -193,7 +207,7 @@ pub async fn accept(
     // ([MQTT-3.2.2-12], [MQTT-3.2.2-13] for 5.0; 3.x has no code for it,
     // and gets the nearest CONNACK return code).
     if let Some(will) = &connect.will {
-        if will.qos > config.max_qos {
+        if will.qos > listener.max_qos {
             return Err(refuse(
                 ReasonCode::QoSNotSupported,
                 "will QoS above max_qos",
@@ -230,8 +244,15 @@ pub async fn accept(
         ));
     } else {
         username = connect.username.as_ref().map(|u| u.as_str().into());
-        if !security
-            .authenticate(username.as_deref(), connect.password.as_deref())
+        // `listener_allow_anonymous` overrides `allow_anonymous` both
+        // ways, as in Mosquitto 2.1.
+        let anonymous = listener
+            .security
+            .allow_anonymous
+            .unwrap_or(endpoint.security.allow_anonymous);
+        if !endpoint
+            .security
+            .authenticate(username.as_deref(), connect.password.as_deref(), anonymous)
             .await
         {
             return Err(refuse(
@@ -245,7 +266,7 @@ pub async fn accept(
         }
     }
 
-    if config.use_username_as_clientid {
+    if listener.use_username_as_clientid {
         // The user name is the client id, so one user cannot take over
         // another's session; without a user name there is no id.
         let Some(name) = &username else {
@@ -373,6 +394,7 @@ pub async fn accept(
         problem_information = p.request_problem_information() != Some(0);
         connack_properties(
             config,
+            listener,
             server_keep_alive,
             assigned,
             connack_auth,
@@ -397,7 +419,7 @@ pub async fn accept(
     });
     let mut connection = Box::new(Connection {
         broker: broker.clone(),
-        security,
+        endpoint: endpoint.clone(),
         protocol,
         session,
         username,
@@ -405,8 +427,8 @@ pub async fn accept(
         out: BytesMut::new(),
         max_inflight,
         client_max_packet,
-        aliases_in: alias::Inbound::new(if v5 { config.max_topic_alias } else { 0 }),
-        aliases_out: alias::Outbound::new(client_alias_max.min(config.max_topic_alias_broker)),
+        aliases_in: alias::Inbound::new(if v5 { listener.max_topic_alias } else { 0 }),
+        aliases_out: alias::Outbound::new(client_alias_max.min(listener.max_topic_alias_broker)),
         receive_maximum: usize::from(config.max_inflight_messages),
         problem_information,
         pending_acks: Default::default(),

@@ -91,6 +91,7 @@ impl Server {
         ));
         let mut addrs = Vec::new();
         let mut wrappings = Vec::new();
+        let mut limits = std::collections::HashMap::new();
         // One security domain for all listeners, or with
         // per_listener_settings one per listener (the sockets of one
         // `listener` line share theirs).
@@ -121,15 +122,28 @@ impl Server {
             let wrapping = net::tls::wrapping(listener)
                 .map_err(|e| std::io::Error::other(format!("listener {}: {e}", listener.addr)))?
                 .map(Arc::new);
-            let socket = match net::listener::bind(listener.addr).await {
+            let socket = match net::listener::bind(listener).await {
                 Ok(socket) => socket,
                 Err(e) if listener.optional => {
-                    tracing::warn!(addr = %listener.addr, error = %e, "optional listener not started");
+                    tracing::warn!(listener = %listener.describe(), error = %e, "optional listener not started");
+                    continue;
+                }
+                // `listener PORT` with `bind_interface`: an interface
+                // without an IPv6 (or IPv4) address is served on the other.
+                Err(e)
+                    if listener.bind_interface.is_some()
+                        && e.kind() == std::io::ErrorKind::AddrNotAvailable
+                        && listener.addr.ip().is_unspecified()
+                        && broker.config.listeners.iter().any(|other| {
+                            other.group == listener.group
+                                && other.addr.is_ipv4() != listener.addr.is_ipv4()
+                        }) =>
+                {
+                    tracing::warn!(error = %e, "listener socket not started");
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let addr = socket.local_addr()?;
             wrappings.extend(wrapping.clone());
             let kind = match (listener.is_tls(), listener.protocol) {
                 (false, config::ListenerProtocol::Mqtt) => "MQTT",
@@ -137,13 +151,30 @@ impl Server {
                 (false, config::ListenerProtocol::WebSockets) => "MQTT over WebSocket",
                 (true, config::ListenerProtocol::WebSockets) => "MQTT over secure WebSocket",
             };
-            info!(%addr, "listening for {kind}");
-            addrs.push(addr);
+            match socket.local_addr() {
+                Some(addr) => {
+                    info!(%addr, "listening for {kind}");
+                    addrs.push(addr);
+                }
+                None => info!(socket = %listener.describe(), "listening for {kind}"),
+            }
+            // The sockets of one `listener` line share its limit.
+            let limit = listener.max_connections.map(|n| {
+                limits
+                    .entry(listener.group)
+                    .or_insert_with(|| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))))
+                    .clone()
+            });
+            let endpoint = Arc::new(net::listener::Endpoint {
+                settings: listener.clone(),
+                security,
+                limit,
+            });
             tracker.spawn(net::listener::accept_loop(
                 broker.clone(),
                 socket,
                 wrapping,
-                security,
+                endpoint,
                 permits.clone(),
                 tracker.clone(),
                 shutdown.clone(),

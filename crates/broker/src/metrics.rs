@@ -81,6 +81,8 @@ pub struct Refusals {
     /// No valid CONNECT at all: timeout, a malformed or missing CONNECT,
     /// a failed TLS or WebSocket handshake.
     pub no_connect: AtomicU64,
+    /// Closed at accept: the listener's `max_connections` were in use.
+    pub listener_full: AtomicU64,
 }
 
 impl Refusals {
@@ -96,7 +98,7 @@ impl Refusals {
     }
 
     /// (label, counter) for every reason.
-    pub fn all(&self) -> [(&'static str, &AtomicU64); 7] {
+    pub fn all(&self) -> [(&'static str, &AtomicU64); 8] {
         [
             ("not_authorized", &self.not_authorized),
             ("client_id_not_valid", &self.client_id_not_valid),
@@ -108,6 +110,7 @@ impl Refusals {
             ("server_busy", &self.server_busy),
             ("other", &self.other),
             ("no_connect", &self.no_connect),
+            ("listener_full", &self.listener_full),
         ]
     }
 }

@@ -113,9 +113,10 @@ enum Queue {
 #[derive(Debug)]
 pub struct Connection {
     pub broker: Arc<Broker>,
-    /// Password file, ACL and anonymous access of the listener the client
-    /// came through (the broker's own unless `per_listener_settings true`).
-    pub security: Arc<crate::security::Security>,
+    /// The listener the client came through: its settings (`max_qos`,
+    /// `mount_point`, ...) and its password file, ACL and anonymous
+    /// access (the broker's own unless `per_listener_settings true`).
+    pub endpoint: Arc<crate::net::listener::Endpoint>,
     pub protocol: Protocol,
     pub session: SessionState,
     /// The authenticated user name, for ACL checks.
@@ -309,7 +310,7 @@ impl Connection {
         }
         // Checked at delivery, so retained and `$SYS` messages and a
         // reloaded ACL apply to existing subscriptions too.
-        if self.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
+        if self.endpoint.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
             self.tally.dropped_acl_read += 1;
             self.forget(&delivery);
             return;
@@ -711,7 +712,7 @@ impl Connection {
     /// Mosquitto does.
     fn check_publish_limits(&self, publish: &Publish) -> Result<(), Close> {
         let config = &self.broker.config;
-        if publish.qos > config.max_qos {
+        if publish.qos > self.endpoint.settings.max_qos {
             return Err(Close::violation(
                 ReasonCode::QoSNotSupported,
                 format!("PUBLISH at QoS {} above max_qos", publish.qos as u8),
@@ -842,7 +843,7 @@ impl Connection {
         if access == Access::Write && reserved_for_writing(topic) {
             return false;
         }
-        self.security.allowed(
+        self.endpoint.security.allowed(
             self.username.as_deref(),
             &self.session.shared.client_id,
             topic,

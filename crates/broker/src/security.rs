@@ -92,14 +92,21 @@ impl Security {
         self.acl.read().clone()
     }
 
-    /// Whether `username`/`password` may connect. Runs the (deliberately
-    /// slow) hash on a blocking thread.
-    pub async fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
+    /// Whether `username`/`password` may connect, `anonymous` saying
+    /// whether clients without a user name may (this domain's
+    /// `allow_anonymous`, or the listener's override). Runs the
+    /// (deliberately slow) hash on a blocking thread.
+    pub async fn authenticate(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        anonymous: bool,
+    ) -> bool {
         match (username, self.passwords()) {
-            (None, _) => self.allow_anonymous,
+            (None, _) => anonymous,
             // A user name without a password file: Mosquitto lets it in as
             // long as anonymous access would be allowed.
-            (Some(_), None) => self.allow_anonymous,
+            (Some(_), None) => anonymous,
             (Some(user), Some(file)) => {
                 let (user, password) = (user.to_string(), password.unwrap_or_default().to_vec());
                 tokio::task::spawn_blocking(move || file.verify(&user, &password))

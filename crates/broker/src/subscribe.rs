@@ -104,7 +104,7 @@ impl Connection {
         let config = &self.broker.config;
         // `max_qos`: a subscription is granted at most the broker's
         // maximum ([MQTT-3.2.2-9]: the client learns it from CONNACK).
-        options.qos = options.qos.min(config.max_qos);
+        options.qos = options.qos.min(self.endpoint.settings.max_qos);
         let (inner, share) = match shared::parse(filter) {
             None => (filter, None),
             Some(Ok((name, inner))) => {
@@ -128,7 +128,7 @@ impl Connection {
             debug!(%filter, "refused: past max_subscriptions_per_session");
             return Ok(self.refusal(ReasonCode::QuotaExceeded));
         }
-        if !self.security.may_subscribe(
+        if !self.endpoint.security.may_subscribe(
             self.username.as_deref(),
             &self.session.shared.client_id,
             filter,

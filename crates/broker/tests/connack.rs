@@ -63,7 +63,7 @@ async fn at_the_defaults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_max_qos() {
     let got = connack(
-        with(|c| c.max_qos = ferrymq_codec::QoS::AtLeastOnce),
+        with(|c| c.listeners[0].max_qos = ferrymq_codec::QoS::AtLeastOnce),
         &connect("c1", 60),
     )
     .await;
@@ -114,7 +114,11 @@ async fn with_a_maximum_packet_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_topic_alias_maximum_0_and_no_window() {
-    let got = connack(with(|c| c.max_topic_alias = 0), &connect("c1", 60)).await;
+    let got = connack(
+        with(|c| c.listeners[0].max_topic_alias = 0),
+        &connect("c1", 60),
+    )
+    .await;
     assert_eq!(got, expected(&DEFAULTS[3..]));
     // max_inflight_messages 0 (no limit): no Receive Maximum.
     let got = connack(
@@ -129,7 +133,7 @@ async fn with_topic_alias_maximum_0_and_no_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_says_maximum_qos_and_why() {
     let config = with(|c| {
-        c.max_qos = ferrymq_codec::QoS::AtMostOnce;
+        c.listeners[0].max_qos = ferrymq_codec::QoS::AtMostOnce;
         c.allow_anonymous = Some(false);
     });
     let got = connack(config, &connect("c1", 60)).await;

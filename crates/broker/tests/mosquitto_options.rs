@@ -177,7 +177,7 @@ async fn retain_available_false_refuses_retained_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_qos_is_announced_granted_and_enforced() {
-    let b = broker(|c| c.max_qos = QoS::AtLeastOnce).await;
+    let b = broker(|c| c.listeners[0].max_qos = QoS::AtLeastOnce).await;
     let (mut v5, ack) = b.connect_with(Protocol::V5, "q5", |_| {}).await;
     assert_eq!(ack.properties.maximum_qos(), Some(1));
     // A subscription gets at most the maximum.
@@ -265,7 +265,7 @@ async fn persistent_client_expiration_ends_sessions_that_would_never_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_username_as_clientid_ties_the_session_to_the_user() {
-    let b = broker(|c| c.use_username_as_clientid = true).await;
+    let b = broker(|c| c.listeners[0].use_username_as_clientid = true).await;
     let as_user = |user: &'static str| {
         move |c: &mut ferrymq_codec::Connect| c.username = Some(user.try_into().unwrap())
     };
@@ -326,7 +326,7 @@ async fn upgrade_outgoing_qos_delivers_at_the_subscription_qos() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_topic_alias_broker_bounds_the_aliases_the_broker_sets() {
-    let b = broker(|c| c.max_topic_alias_broker = 1).await;
+    let b = broker(|c| c.listeners[0].max_topic_alias_broker = 1).await;
     let (mut sub, _) = b
         .connect_with(Protocol::V5, "s", |c| {
             c.properties.push(Property::TopicAliasMaximum(5))

@@ -401,16 +401,27 @@ async fn per_listener_settings_give_each_listener_its_own_security() {
     server.shutdown().await;
 }
 
+/// As Mosquitto 2.1: before any `listener` line they belong to the
+/// default listener (made by `port`), and are dropped with it in
+/// local-only mode.
 #[test]
-fn per_listener_security_options_must_follow_a_listener() {
-    for option in ["allow_anonymous true", "password_file p", "acl_file a"] {
-        let text = format!("per_listener_settings true\n{option}\nlistener 1883\n");
-        let e = ferrymq_broker::Config::parse(&text, "m.conf")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("m.conf:2: "), "{option}: {e}");
-        assert!(e.contains("after a `listener` line"), "{option}: {e}");
-    }
+fn per_listener_security_options_before_a_listener_go_to_the_default_listener() {
+    let text = "per_listener_settings true\nallow_anonymous true\npassword_file p\n\
+                acl_file a\nport 1884\nlistener 1883\n";
+    let c = ferrymq_broker::Config::parse(text, "m.conf").unwrap();
+    assert_eq!(c.listeners[0].addr.port(), 1884);
+    assert_eq!(c.listeners[0].security.allow_anonymous, Some(true));
+    assert!(c.listeners[0].security.password_file.is_some());
+    assert!(c.listeners[0].security.acl_file.is_some());
+    let last = c.listeners.last().unwrap();
+    assert_eq!(last.addr.port(), 1883);
+    assert_eq!(last.security, Default::default());
+    let c = ferrymq_broker::Config::parse(
+        "per_listener_settings true\nallow_anonymous false\n",
+        "m.conf",
+    )
+    .unwrap();
+    assert!(c.listeners.is_empty());
     // Anywhere in the file, per_listener_settings decides where they go.
     let c = ferrymq_broker::Config::parse(
         "listener 1883\nallow_anonymous true\nper_listener_settings true\n",

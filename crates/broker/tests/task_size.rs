@@ -10,13 +10,17 @@ async fn connection_task_future_stays_small() {
         .await
         .unwrap();
     let broker = ferrymq_broker::Broker::new(ferrymq_testkit::test_config());
-    let security = broker.security.clone();
+    let endpoint = std::sync::Arc::new(ferrymq_broker::net::listener::Endpoint {
+        settings: broker.config.listeners[0].clone(),
+        security: broker.security.clone(),
+        limit: None,
+    });
     let task = ferrymq_broker::net::driver::serve(
         broker,
         stream,
-        "127.0.0.1:1".parse().unwrap(),
+        Some("127.0.0.1:1".parse().unwrap()),
         Default::default(),
-        security,
+        endpoint,
     );
     let size = std::mem::size_of_val(&task);
     assert!(size <= 1280, "connection task future is {size} bytes");

@@ -36,16 +36,12 @@ pub enum Handling {
 
 use std::time::Duration;
 
-use super::ConfigError;
 use Handling::*;
 
 const PLUGINS: &str = "ferrymq does not load Mosquitto plugins; authentication and ACLs come \
                        from password_file and acl_file";
 const PSK: &str = "TLS-PSK is not supported (rustls has no PSK cipher suites): use \
                    certificates (certfile/keyfile, cafile, require_certificate)";
-const PER_LISTENER_SECURITY: &str = "listener_allow_anonymous is not supported: use \
-                                     per_listener_settings true and allow_anonymous after the \
-                                     listener line";
 const LOG_COSMETICS: &str = "log format and routing are set by log_dest and log_type; this one \
                              changes only how lines look";
 
@@ -145,28 +141,16 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("retry_interval", Warn("Mosquitto 2 removed it: messages are resent on reconnect only, as MQTT 3.1.1 and 5 require")),
     ("store_clean_interval", Warn("Mosquitto 2 removed it")),
     // ---- Listeners: general options ----
-    (
-        "accept_protocol_versions",
-        RefuseUnless("3,4,5", "restricting a listener to some MQTT versions is not supported yet"),
-    ),
-    (
-        "bind_address",
-        Refuse("the implicit default listener is not supported: write `listener PORT ADDRESS`"),
-    ),
-    (
-        "bind_interface",
-        Refuse("binding to a network interface is not supported: give the interface's address on the listener line"),
-    ),
-    (
-        "enable_proxy_protocol",
-        Refuse("the PROXY protocol is not supported; client addresses and TLS details would be the proxy's"),
-    ),
+    ("accept_protocol_versions", Implemented),
+    ("bind_address", Implemented),
+    ("bind_interface", Implemented),
+    ("enable_proxy_protocol", Implemented),
     (
         "http_dir",
         Warn("ferrymq serves no static HTTP files; MQTT over WebSocket works without them"),
     ),
     ("listener", Implemented),
-    ("listener_allow_anonymous", Refuse(PER_LISTENER_SECURITY)),
+    ("listener_allow_anonymous", Implemented),
     ("listener_auto_id_prefix", Implemented),
     ("max_connections", Implemented),
     ("max_qos", Implemented),
@@ -180,15 +164,9 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
         "mptcp",
         WarnUnless("false", "Multipath TCP is not enabled; clients connect over plain TCP, as Mosquitto falls back to"),
     ),
-    (
-        "port",
-        Refuse("the implicit default listener is not supported: write `listener PORT`"),
-    ),
+    ("port", Implemented),
     ("protocol", Implemented),
-    (
-        "proxy_protocol_v2_require_tls",
-        RefuseUnless("false", "the PROXY protocol is not supported"),
-    ),
+    ("proxy_protocol_v2_require_tls", Implemented),
     ("socket_domain", Implemented),
     ("use_username_as_clientid", Implemented),
     (
@@ -200,10 +178,7 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
         Warn("ferrymq sizes its WebSocket handshake buffer itself"),
     ),
     ("websockets_log_level", Warn("use log_type websockets")),
-    (
-        "websockets_origin",
-        Refuse("checking the WebSocket Origin header is not supported; browsers on any origin could connect"),
-    ),
+    ("websockets_origin", Implemented),
     // ---- Listeners: certificate based TLS ----
     ("cafile", Implemented),
     ("capath", Implemented),
@@ -354,49 +329,6 @@ pub fn classify(option: &str, value: &str) -> Outcome {
     }
 }
 
-/// A listener option's value as a line set it, for [`check_uniform`].
-#[derive(Debug)]
-pub(super) struct UniformSeen {
-    pub option: &'static str,
-    /// The `listener` line it follows (1 for the first).
-    pub group: usize,
-    pub value: String,
-    pub file: String,
-    pub line: usize,
-}
-
-/// Mosquitto sets `option` per listener; ferrymq applies one value to all
-/// of them, so every listener must end up with the same value (listeners
-/// that do not set it have `default`). Returns that value if set.
-pub(super) fn check_uniform(
-    seen: &[UniformSeen],
-    option: &str,
-    default: &str,
-    groups: usize,
-) -> Result<Option<String>, ConfigError> {
-    let mut per_group: std::collections::BTreeMap<usize, &UniformSeen> = Default::default();
-    for s in seen.iter().filter(|s| s.option == option) {
-        per_group.insert(s.group, s);
-    }
-    let Some(first) = per_group.values().next().copied() else {
-        return Ok(None);
-    };
-    let value = &first.value;
-    let differs = per_group.values().copied().find(|s| &s.value != value);
-    let unset_differs = per_group.len() < groups && value != default;
-    if let Some(s) = differs.or(unset_differs.then_some(first)) {
-        return Err(ConfigError::Invalid {
-            file: s.file.clone(),
-            line: s.line,
-            message: format!(
-                "{option} must be the same on every listener (ferrymq applies one value to \
-                 all of them; a listener without it has {option} {default})"
-            ),
-        });
-    }
-    Ok(Some(value.clone()))
-}
-
 /// `persistent_client_expiration`: a number and a unit, as Mosquitto reads
 /// it: s(econds), h(ours), d(ays), w(eeks), m(onths of 30 days), y(ears of
 /// 365 days).
@@ -469,7 +401,7 @@ mod tests {
         for option in [
             "tls_keyform pem",
             "global_max_clients -1",
-            "accept_protocol_versions 3, 4, 5",
+            "listener 1\naccept_protocol_versions 3, 4, 5",
             "enable_control_api false",
             "per_listener_settings false",
         ] {
@@ -541,7 +473,7 @@ mod tests {
             }
         }
         // And an unknown word is still an error naming file and line.
-        let e = Config::parse("listener 1883\nmaximum_qos 1\n", "m.conf").unwrap_err();
+        let e = Config::parse("listener 1883\nmaximum_qoss 1\n", "m.conf").unwrap_err();
         assert!(e.to_string().starts_with("m.conf:2: unknown option"), "{e}");
     }
 
@@ -559,8 +491,10 @@ mod tests {
             "m.conf",
         )
         .unwrap();
-        assert_eq!(c.max_qos, ferrymq_codec::QoS::AtLeastOnce);
-        assert!(c.use_username_as_clientid);
+        for l in &c.listeners {
+            assert_eq!(l.max_qos, ferrymq_codec::QoS::AtLeastOnce);
+            assert!(l.use_username_as_clientid);
+        }
         assert_eq!(c.message_size_limit, 100);
         assert_eq!(c.max_queued_bytes, 5000);
         assert!(c.queue_qos0_messages && !c.retain_available && !c.allow_zero_length_clientid);
@@ -570,7 +504,8 @@ mod tests {
         );
         assert_eq!(c.clientid_prefixes.as_deref(), Some("dev-"));
         assert!(c.upgrade_outgoing_qos);
-        assert_eq!(c.max_topic_alias_broker, 3);
+        assert_eq!(c.listeners[2].max_topic_alias_broker, 3);
+        assert_eq!(c.listeners[0].max_topic_alias_broker, 10);
         assert_eq!(c.max_connections, 7);
         assert_eq!(
             c.logging.destinations(),
@@ -581,25 +516,35 @@ mod tests {
         );
         assert_eq!(c.logging.filter(false), "warn");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        let d = Config::default();
-        assert_eq!(d.max_queued_bytes, usize::MAX);
-        assert_eq!(d.max_topic_alias_broker, 10);
+        assert_eq!(Config::default().max_queued_bytes, usize::MAX);
     }
 
     #[test]
-    fn per_listener_values_must_agree_across_listeners() {
-        for (text, line) in [
-            ("listener 1\nmax_qos 1\nlistener 2\nmax_qos 0\n", 4),
-            ("listener 1\nmax_qos 1\nlistener 2\n", 2),
-            ("listener 1\nlistener 2\nuse_username_as_clientid true\n", 3),
-        ] {
-            let e = Config::parse(text, "m.conf").unwrap_err().to_string();
-            assert!(e.starts_with(&format!("m.conf:{line}: ")), "{text:?}: {e}");
-            assert!(e.contains("same on every listener"), "{e}");
-        }
-        // Setting the default on one listener is the same as not setting it.
-        let c = Config::parse("listener 1\nmax_qos 2\nlistener 2\n", "m.conf").unwrap();
-        assert_eq!(c.max_qos, ferrymq_codec::QoS::ExactlyOnce);
+    fn listener_options_belong_to_their_listener() {
+        let c = Config::parse(
+            "listener 1 127.0.0.1\nmax_qos 1\nlistener_allow_anonymous true\n\
+             accept_protocol_versions 5\nlistener_auto_id_prefix one-\n\
+             listener 2 127.0.0.1\nmax_topic_alias 0\nuse_username_as_clientid 1\n",
+            "m.conf",
+        )
+        .unwrap();
+        let (one, two) = (&c.listeners[0], &c.listeners[1]);
+        assert_eq!(one.max_qos, ferrymq_codec::QoS::AtLeastOnce);
+        assert_eq!(two.max_qos, ferrymq_codec::QoS::ExactlyOnce);
+        assert_eq!(one.security.allow_anonymous, Some(true));
+        assert_eq!(two.security.allow_anonymous, None);
+        assert!(one
+            .accept_protocol_versions
+            .accepts(ferrymq_codec::Protocol::V5));
+        assert!(!one
+            .accept_protocol_versions
+            .accepts(ferrymq_codec::Protocol::V3_1_1));
+        assert!(two
+            .accept_protocol_versions
+            .accepts(ferrymq_codec::Protocol::V3_1_1));
+        assert_eq!(one.auto_id_prefix.as_deref(), Some("one-"));
+        assert_eq!((one.max_topic_alias, two.max_topic_alias), (10, 0));
+        assert!(!one.use_username_as_clientid && two.use_username_as_clientid);
     }
 
     #[test]

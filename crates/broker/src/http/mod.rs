@@ -325,5 +325,5 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 
 /// Binds the HTTP listener's socket.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    crate::net::listener::bind(addr).await
+    crate::net::listener::bind_tcp(addr)
 }

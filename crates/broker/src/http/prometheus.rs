@@ -122,7 +122,8 @@ pub fn render(broker: &Broker) -> String {
         "connects_refused_total",
         "counter",
         "Connections refused before or at CONNECT, by reason (no_connect: no valid CONNECT, \
-         or a failed TLS/WebSocket handshake).",
+         or a failed PROXY/TLS/WebSocket handshake; listener_full: the listener's \
+         max_connections were in use).",
         "reason",
         &m.refused.all(),
     );

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, Instrument};
 
-use crate::security::Security;
+use crate::net::listener::Endpoint;
 
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
@@ -50,18 +50,37 @@ pub(crate) enum Identity {
     Missing,
 }
 
-/// The span every connection's log lines carry.
-pub(crate) fn conn_span(peer: SocketAddr) -> tracing::Span {
-    info_span!("conn", %peer, client_id = tracing::field::Empty)
+/// The span every connection's log lines carry: the socket's peer (none
+/// on a Unix socket), the client's address a PROXY header gives, the
+/// client id once known.
+pub(crate) fn conn_span(peer: Option<SocketAddr>) -> tracing::Span {
+    let peer = tracing::field::display(Peer(peer));
+    info_span!(
+        "conn",
+        peer,
+        client = tracing::field::Empty,
+        client_id = tracing::field::Empty
+    )
+}
+
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unix"),
+        }
+    }
 }
 
 /// Serves one accepted TCP connection to its end.
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     shutdown: CancellationToken,
-    security: Arc<Security>,
+    endpoint: Arc<Endpoint>,
 ) {
     let span = conn_span(peer);
     async move {
@@ -70,6 +89,8 @@ pub async fn serve(
         }
         // Not through `connection`: its arguments would sit in this task's
         // future for good (the task-size test counts every byte).
+        // Asked again rather than kept: the future would hold it for good.
+        let peer = stream.peer_addr().ok();
         let mut io = Io {
             stream,
             rbuf: BytesMut::new(),
@@ -79,7 +100,8 @@ pub async fn serve(
             &mut io,
             &shutdown,
             Identity::Connect,
-            security,
+            endpoint,
+            peer,
         ))
         .await;
         if let Some(accepted) = accepted {
@@ -97,13 +119,14 @@ pub(crate) async fn connection<T: Transport>(
     stream: T,
     shutdown: CancellationToken,
     identity: Identity,
-    security: Arc<Security>,
+    endpoint: Arc<Endpoint>,
+    peer: Option<SocketAddr>,
 ) {
     let mut io = Io {
         stream,
         rbuf: BytesMut::new(),
     };
-    let accepted = Box::pin(open(&broker, &mut io, &shutdown, identity, security)).await;
+    let accepted = Box::pin(open(&broker, &mut io, &shutdown, identity, endpoint, peer)).await;
     if let Some(accepted) = accepted {
         tracing::Span::current().record("client_id", &*accepted.client_id);
         run(broker, io, accepted, shutdown).await;
@@ -118,9 +141,10 @@ async fn open<T: Transport>(
     io: &mut Io<T>,
     shutdown: &CancellationToken,
     identity: Identity,
-    security: Arc<Security>,
+    endpoint: Arc<Endpoint>,
+    peer: Option<SocketAddr>,
 ) -> Option<Accepted> {
-    let accepted = handshake(broker, io, shutdown, identity, security).await;
+    let accepted = handshake(broker, io, shutdown, identity, endpoint, peer).await;
     if accepted.is_none() {
         // TLS close_notify, WebSocket Close; nothing for TCP.
         let _ = tokio::time::timeout(Duration::from_secs(1), io.stream.close()).await;
@@ -135,10 +159,11 @@ async fn handshake<T: Transport>(
     io: &mut Io<T>,
     shutdown: &CancellationToken,
     identity: Identity,
-    security: Arc<Security>,
+    endpoint: Arc<Endpoint>,
+    peer: Option<SocketAddr>,
 ) -> Option<Accepted> {
     let connect = tokio::select! {
-        r = tokio::time::timeout(broker.config.connect_timeout, read_connect(io, broker)) => r,
+        r = tokio::time::timeout(broker.config.connect_timeout, read_connect(io, broker, &endpoint.settings)) => r,
         () = shutdown.cancelled() => return None,
     };
     let connect = match connect {
@@ -173,7 +198,7 @@ async fn handshake<T: Transport>(
                 detail: "",
             };
             let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(&broker.config), protocol, &mut out);
+            let _ = ferrymq_codec::encode(&refused.connack(&endpoint.settings), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
             return None;
         }
@@ -184,7 +209,7 @@ async fn handshake<T: Transport>(
     } else {
         tokio::time::timeout(
             broker.config.connect_timeout,
-            enhanced_auth::authenticate(broker, &security, io, &connect),
+            enhanced_auth::authenticate(broker, &endpoint.security, io, &connect),
         )
         .await
         .unwrap_or(Err(ReasonCode::UnspecifiedError))
@@ -202,7 +227,7 @@ async fn handshake<T: Transport>(
                 detail: "enhanced authentication failed",
             };
             let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(&broker.config), protocol, &mut out);
+            let _ = ferrymq_codec::encode(&refused.connack(&endpoint.settings), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
             return None;
         }
@@ -213,7 +238,7 @@ async fn handshake<T: Transport>(
         authenticated,
         identity,
         shutdown,
-        security,
+        endpoint.clone(),
     )
     .await
     {
@@ -223,7 +248,7 @@ async fn handshake<T: Transport>(
                 accepted.connection_id,
                 ConnectionInfo {
                     session: accepted.connection.session.shared.clone(),
-                    peer: io.stream.peer_addr(),
+                    peer,
                     protocol,
                     keep_alive: accepted.keep_alive,
                     username: accepted.connection.username.clone(),
@@ -238,7 +263,7 @@ async fn handshake<T: Transport>(
             info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
             Metrics::add(broker.metrics.refused.counter(refused.reason), 1);
             let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(&broker.config), protocol, &mut out);
+            let _ = ferrymq_codec::encode(&refused.connack(&endpoint.settings), protocol, &mut out);
             let _ = io.write_all(&mut out).await;
             None
         }
@@ -325,6 +350,7 @@ fn sniff_protocol(buf: &[u8]) -> Option<Protocol> {
 async fn read_connect<T: Transport>(
     io: &mut Io<T>,
     broker: &Broker,
+    listener: &crate::config::ListenerConfig,
 ) -> Result<Box<ferrymq_codec::Connect>, String> {
     loop {
         // Anything but CONNECT is refused from its first byte, without
@@ -365,7 +391,7 @@ async fn read_connect<T: Transport>(
                         reason,
                         detail: "",
                     }
-                    .connack(&broker.config);
+                    .connack(listener);
                     let mut out = BytesMut::new();
                     let _ = ferrymq_codec::encode(&connack, protocol, &mut out);
                     let _ = io.write_all(&mut out).await;

@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod enhanced_auth;
 pub mod listener;
+pub mod proxy;
 pub mod tls;
 pub mod transport;
 pub mod x509;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{Sink, Stream};
+use futures_util::{Sink, Stream as _};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf, Ready};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -31,7 +31,8 @@ use tracing::{debug, info, Instrument};
 
 use crate::broker::Broker;
 use crate::net::driver::{self, Identity};
-use crate::net::x509;
+use crate::net::listener::{Endpoint, Stream};
+use crate::net::{proxy, x509};
 
 /// Read chunk of a buffered transport.
 const READ_CHUNK: usize = 4 * 1024;
@@ -53,8 +54,6 @@ pub(crate) trait Transport: Send + 'static {
     /// Ends our side of the stream and leaves the client's open: TCP FIN
     /// (`shutdown(Write)`), TLS close_notify, WebSocket Close.
     fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send + '_;
-    /// The client's address, for the admin API.
-    fn peer_addr(&self) -> Option<SocketAddr>;
 }
 
 impl Transport for TcpStream {
@@ -81,9 +80,82 @@ impl Transport for TcpStream {
     async fn shutdown_write(&mut self) {
         let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
     }
+}
 
-    fn peer_addr(&self) -> Option<SocketAddr> {
-        TcpStream::peer_addr(self).ok()
+/// A listener's socket, TCP or Unix, used as it is (readiness, no buffer of
+/// its own) on plain listeners, and under TLS and WebSocket otherwise.
+impl Transport for Stream {
+    async fn ready(&mut self, interest: Interest) -> io::Result<Ready> {
+        match self {
+            Stream::Tcp(s) => s.ready(interest).await,
+            Stream::Unix(s) => s.ready(interest).await,
+        }
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    fn try_write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(data),
+            Stream::Unix(s) => s.try_write(data),
+        }
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        std::future::ready(Ok(()))
+    }
+
+    fn close(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
+
+    async fn shutdown_write(&mut self) {
+        let _ = AsyncWriteExt::shutdown(self).await;
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -96,18 +168,16 @@ pub(crate) struct Buffered<S> {
     wbuf: BytesMut,
     needs_flush: bool,
     eof: bool,
-    peer: Option<SocketAddr>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Buffered<S> {
-    pub(crate) fn new(inner: S, peer: SocketAddr) -> Buffered<S> {
+    pub(crate) fn new(inner: S) -> Buffered<S> {
         Buffered {
             inner: Box::new(inner),
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             needs_flush: false,
             eof: false,
-            peer: Some(peer),
         }
     }
 
@@ -207,10 +277,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Buffered<
 
     async fn shutdown_write(&mut self) {
         self.close().await;
-    }
-
-    fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
     }
 }
 
@@ -323,49 +389,31 @@ pub enum IdentitySource {
     Subject,
 }
 
-/// Serves one accepted connection of a TLS and/or WebSocket listener: the
-/// handshakes under the connect timeout, then the driver.
+/// Serves one accepted connection of a listener that is not plain TCP: a
+/// PROXY header, TLS and WebSocket handshakes (as the listener has them)
+/// under the connect timeout, then the driver.
 pub(crate) async fn serve_wrapped(
     broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Stream,
+    peer: Option<SocketAddr>,
     shutdown: CancellationToken,
-    wrapping: Arc<Wrapping>,
-    security: Arc<crate::security::Security>,
+    wrapping: Option<Arc<Wrapping>>,
+    endpoint: Arc<Endpoint>,
 ) {
     let span = driver::conn_span(peer);
     async move {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "TCP_NODELAY not set");
+        if let Stream::Tcp(tcp) = &stream {
+            if let Err(e) = tcp.set_nodelay(true) {
+                debug!(error = %e, "TCP_NODELAY not set");
+            }
         }
         let timeout = broker.config.connect_timeout;
-        let handshakes = async {
-            let acceptor = wrapping.tls.as_ref().map(|tls| tls.read().clone());
-            match acceptor {
-                None => {
-                    let ws = accept_websocket(stream, &broker).await?;
-                    Ok::<_, String>(Wrapped::Ws(Buffered::new(ws, peer)))
-                }
-                Some(acceptor) => {
-                    let tls = acceptor
-                        .accept(stream)
-                        .await
-                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                    let identity = identity(&tls, wrapping.identity);
-                    if wrapping.websocket {
-                        let ws = accept_websocket(tls, &broker).await?;
-                        Ok(Wrapped::Wss(Buffered::new(ws, peer), identity))
-                    } else {
-                        Ok(Wrapped::Tls(Buffered::new(tls, peer), identity))
-                    }
-                }
-            }
-        };
+        let handshakes = handshakes(&broker, stream, peer, wrapping, &endpoint);
         let wrapped = tokio::select! {
             r = tokio::time::timeout(timeout, Box::pin(handshakes)) => r,
             () = shutdown.cancelled() => return,
         };
-        let wrapped: Wrapped = match wrapped {
+        let (wrapped, identity, peer) = match wrapped {
             Err(_) => {
                 info!("handshake not done within {timeout:?}; closing");
                 crate::metrics::Metrics::add(&broker.metrics.refused.no_connect, 1);
@@ -379,14 +427,17 @@ pub(crate) async fn serve_wrapped(
             Ok(Ok(w)) => w,
         };
         match wrapped {
-            Wrapped::Tls(io, identity) => {
-                driver::connection(broker, io, shutdown, identity, security).await
+            Wrapped::Plain(io) => {
+                driver::connection(broker, io, shutdown, identity, endpoint, peer).await
+            }
+            Wrapped::Tls(io) => {
+                driver::connection(broker, io, shutdown, identity, endpoint, peer).await
             }
             Wrapped::Ws(io) => {
-                driver::connection(broker, io, shutdown, Identity::Connect, security).await
+                driver::connection(broker, io, shutdown, identity, endpoint, peer).await
             }
-            Wrapped::Wss(io, identity) => {
-                driver::connection(broker, io, shutdown, identity, security).await
+            Wrapped::Wss(io) => {
+                driver::connection(broker, io, shutdown, identity, endpoint, peer).await
             }
         }
     }
@@ -394,12 +445,59 @@ pub(crate) async fn serve_wrapped(
     .await;
 }
 
-type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+/// The PROXY header, then TLS, then the WebSocket upgrade, as the listener
+/// has them: the stream to speak MQTT on, who the client is by its
+/// certificate, and its address (the proxy's word for it, if any).
+async fn handshakes(
+    broker: &Broker,
+    mut stream: Stream,
+    mut peer: Option<SocketAddr>,
+    wrapping: Option<Arc<Wrapping>>,
+    endpoint: &Endpoint,
+) -> Result<(Wrapped, Identity, Option<SocketAddr>), String> {
+    let mut identity = Identity::Connect;
+    if let Some(version) = endpoint.settings.proxy_protocol {
+        let proxied = proxy::read_header(&mut stream, version).await?;
+        if let Some(source) = proxied.source {
+            tracing::Span::current().record("client", tracing::field::display(source));
+            peer = Some(source);
+        }
+        identity = proxy::identity(&proxied, &endpoint.settings)?;
+    }
+    let Some(wrapping) = wrapping else {
+        return Ok((Wrapped::Plain(stream), identity, peer));
+    };
+    let origins = &endpoint.settings.websockets_origins;
+    let acceptor = wrapping.tls.as_ref().map(|tls| tls.read().clone());
+    let wrapped = match acceptor {
+        None => {
+            let ws = accept_websocket(stream, broker, origins).await?;
+            Wrapped::Ws(Buffered::new(ws))
+        }
+        Some(acceptor) => {
+            let tls = acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            identity = self::identity(&tls, wrapping.identity);
+            if wrapping.websocket {
+                let ws = accept_websocket(tls, broker, origins).await?;
+                Wrapped::Wss(Buffered::new(ws))
+            } else {
+                Wrapped::Tls(Buffered::new(tls))
+            }
+        }
+    };
+    Ok((wrapped, identity, peer))
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<Stream>;
 
 enum Wrapped {
-    Tls(Buffered<TlsStream>, Identity),
-    Ws(Buffered<WsBytes<TcpStream>>),
-    Wss(Buffered<WsBytes<TlsStream>>, Identity),
+    Plain(Stream),
+    Tls(Buffered<TlsStream>),
+    Ws(Buffered<WsBytes<Stream>>),
+    Wss(Buffered<WsBytes<TlsStream>>),
 }
 
 /// The user name a verified client certificate gives, as the listener says.
@@ -430,8 +528,22 @@ fn identity(tls: &TlsStream, source: IdentitySource) -> Identity {
 async fn accept_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     broker: &Broker,
+    origins: &[String],
 ) -> Result<WsBytes<S>, String> {
     let callback = |request: &Request, mut response: Response| {
+        // `websockets_origin`: a browser's Origin must be one of those
+        // listed (exactly); clients that send none are not browsers.
+        if let Some(origin) = request.headers().get("Origin") {
+            let listed = origin
+                .to_str()
+                .is_ok_and(|o| origins.iter().any(|allowed| allowed == o));
+            if !origins.is_empty() && !listed {
+                let mut refusal =
+                    ErrorResponse::new(Some("Origin not allowed (websockets_origin)".into()));
+                *refusal.status_mut() = StatusCode::FORBIDDEN;
+                return Err(refusal);
+            }
+        }
         let offers_mqtt = request
             .headers()
             .get_all("Sec-WebSocket-Protocol")
