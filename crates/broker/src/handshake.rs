@@ -139,6 +139,18 @@ pub async fn accept(
     shutdown: &CancellationToken,
     endpoint: Arc<crate::net::listener::Endpoint>,
 ) -> Result<Accepted, Refused> {
+    // `mount_point`: the will is published under the listener's prefix.
+    let mut connect = connect;
+    let mut will_unmountable = false;
+    if let (Some(mount), Some(will)) = (
+        endpoint.settings.mount_point.as_deref(),
+        connect.will.as_mut(),
+    ) {
+        match will.topic.prefixed(mount) {
+            Ok(topic) => will.topic = topic,
+            Err(_) => will_unmountable = true,
+        }
+    }
     let protocol = connect.protocol;
     let v5 = protocol.is_v5();
     let refuse = |reason: ReasonCode, detail: &'static str| Refused {
@@ -207,6 +219,12 @@ pub async fn accept(
     // ([MQTT-3.2.2-12], [MQTT-3.2.2-13] for 5.0; 3.x has no code for it,
     // and gets the nearest CONNACK return code).
     if let Some(will) = &connect.will {
+        if will_unmountable {
+            return Err(refuse(
+                ReasonCode::TopicNameInvalid,
+                "will topic too long under the listener's mount_point",
+            ));
+        }
         if will.qos > listener.max_qos {
             return Err(refuse(
                 ReasonCode::QoSNotSupported,

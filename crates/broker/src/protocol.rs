@@ -207,6 +207,10 @@ impl Connection {
                 let mut publish =
                     m.delivery
                         .to_publish(Some(m.packet_id), true, self.protocol, now);
+                if !self.unmount(&mut publish) {
+                    self.forget(&m.delivery);
+                    return false;
+                }
                 if !self.fits(&publish) {
                     trace!(
                         "in-flight message larger than the client's Maximum Packet Size dropped"
@@ -229,6 +233,28 @@ impl Connection {
             _ => self.send_ordered(false, packet),
         }
         true
+    }
+
+    /// The listener's `mount_point`, if it has one.
+    pub(crate) fn mount(&self) -> Option<&str> {
+        self.endpoint.settings.mount_point.as_deref()
+    }
+
+    /// Takes the listener's mount point off an outgoing message's topic;
+    /// false for a topic outside it (or nothing but it), which this client
+    /// is not sent, as Mosquitto does.
+    #[inline]
+    fn unmount(&self, publish: &mut Publish) -> bool {
+        let Some(mount) = self.mount() else {
+            return true;
+        };
+        match publish.topic.strip_prefix(mount) {
+            Some(topic) => {
+                publish.topic = topic;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether `publish` fits the client's Maximum Packet Size, checked
@@ -324,6 +350,10 @@ impl Connection {
             }
         };
         let mut publish = delivery.to_publish(packet_id, false, self.protocol, now);
+        if !self.unmount(&mut publish) {
+            self.forget(&delivery);
+            return;
+        }
         if !self.fits(&publish) {
             // A message too large for this client is dropped for it alone
             // ([MQTT-3.1.2-25]).
@@ -474,6 +504,16 @@ impl Connection {
             ));
         }
         self.aliases_in.resolve(&mut publish)?;
+        if let Some(mounted) = self.mount().map(|m| publish.topic.prefixed(m)) {
+            match mounted {
+                Ok(topic) => publish.topic = topic,
+                Err(_) => {
+                    debug!("PUBLISH too long under the listener's mount_point dropped");
+                    self.ack_unrouted(&publish, ReasonCode::TopicNameInvalid);
+                    return Ok(());
+                }
+            }
+        }
         self.check_publish_limits(&publish)?;
         if crate::router::level_count(&publish.topic) > self.broker.config.max_topic_levels {
             // Not routed, so that no index or retained tree grows that

@@ -2,6 +2,7 @@
 //! options, subscription identifiers, retained messages on subscribe, share
 //! groups, and the limits that keep one packet's cost bounded.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use ferrymq_codec::{
@@ -54,7 +55,12 @@ impl Connection {
                 debug!(%filter, "refused: past max_filters_per_subscribe");
                 self.refusal(ReasonCode::QuotaExceeded)
             } else {
-                self.subscribe_one(filter, *options, identifier, &mut retained)?
+                match self.mounted(filter) {
+                    Some(filter) => {
+                        self.subscribe_one(&filter, *options, identifier, &mut retained)?
+                    }
+                    None => self.refusal(ReasonCode::TopicFilterInvalid),
+                }
             };
             if let Some(r) = reasons.get_mut(i) {
                 *r = reason;
@@ -83,6 +89,20 @@ impl Connection {
         let dropped = held.release(retained.deliveries);
         Metrics::add(&self.broker.metrics.dropped_queue_full, dropped as u64);
         Ok(())
+    }
+
+    /// `filter` under the listener's `mount_point` (inside a share group:
+    /// `$share/g/f` becomes `$share/g/<mount>f`); `None` if the result
+    /// would be longer than a filter may be.
+    fn mounted<'f>(&self, filter: &'f str) -> Option<Cow<'f, str>> {
+        let Some(mount) = self.mount() else {
+            return Some(Cow::Borrowed(filter));
+        };
+        let mounted = match shared::parse(filter) {
+            Some(Ok((name, inner))) => format!("$share/{name}/{mount}{inner}"),
+            _ => format!("{mount}{filter}"),
+        };
+        (mounted.len() <= usize::from(u16::MAX)).then_some(Cow::Owned(mounted))
     }
 
     /// The SUBACK code of a refused filter: MQTT 5's `v5`, 3.x's failure.
@@ -203,7 +223,12 @@ impl Connection {
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         let session = self.session.shared.id;
         for filter in &unsubscribe.filters {
-            let existed = self.session.subscriptions.remove(filter.as_str()).is_some();
+            let Some(filter) = self.mounted(filter) else {
+                reasons.push(ReasonCode::NoSubscriptionExisted);
+                continue;
+            };
+            let filter = &*filter;
+            let existed = self.session.subscriptions.remove(filter).is_some();
             debug!(%filter, existed, "unsubscribed");
             self.broker.remove_subscription(filter, session);
             if let (true, Some(Ok((name, inner)))) = (existed, shared::parse(filter)) {

@@ -359,3 +359,77 @@ async fn proxy_protocol_and_websocket_origins() {
     }
     server.shutdown().await;
 }
+
+/// `mount_point`: a listener's clients live under a prefix: what they
+/// publish (and their wills) gets it, their filters (inside a share group
+/// too) get it, and what they receive loses it; topics outside it never
+/// reach them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_point_confines_a_listener_to_a_prefix() {
+    let (server, addrs) = start(
+        "allow_anonymous true\nlistener 0 127.0.0.1\nmount_point site-a/\n\
+         listener 0 127.0.0.1\n",
+    )
+    .await;
+    let (mounted, plain) = (addrs[0], addrs[1]);
+    let client = |addr, id: &'static str| async move {
+        let mut c = TestClient::connect(addr, Protocol::V5).await;
+        let ack = c.handshake(connect(Protocol::V5, id, true)).await;
+        assert_eq!(ack.reason, ReasonCode::Success);
+        c
+    };
+    let mut inside = client(mounted, "inside").await;
+    inside
+        .subscribe(&[
+            ("#", QoS::AtLeastOnce),
+            ("$share/g/temp/+", QoS::AtMostOnce),
+        ])
+        .await;
+    let mut outside = client(plain, "outside").await;
+    outside.subscribe(&[("#", QoS::AtLeastOnce)]).await;
+
+    // In: a topic under the mount point arrives without it, once for "#"
+    // and once through the share group; others never arrive.
+    outside
+        .publish("temp/1", b"not for site a", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(outside.recv_publish().await.topic.as_str(), "temp/1");
+    outside
+        .publish("site-a/temp/2", b"for site a", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(outside.recv_publish().await.topic.as_str(), "site-a/temp/2");
+    let mut got = vec![
+        inside.recv_publish().await.topic.to_string(),
+        inside.recv_publish().await.topic.to_string(),
+    ];
+    got.sort();
+    assert_eq!(got, ["temp/2", "temp/2"]);
+
+    // Out: what the mounted client publishes, retained too, carries it.
+    inside.publish("r/x", b"kept", QoS::AtLeastOnce, true).await;
+    let p = outside.recv_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("site-a/r/x", &b"kept"[..])
+    );
+    let p = inside.recv_publish().await;
+    assert_eq!(p.topic.as_str(), "r/x");
+    let mut late = client(mounted, "late").await;
+    late.subscribe(&[("r/+", QoS::AtLeastOnce)]).await;
+    let p = late.recv_publish().await;
+    assert_eq!((p.topic.as_str(), p.retain), ("r/x", true));
+
+    // UNSUBSCRIBE names the filter as the client wrote it.
+    let reasons = inside.unsubscribe(&["#", "$share/g/temp/+"]).await;
+    assert_eq!(reasons, [ReasonCode::Success, ReasonCode::Success]);
+
+    // A will of a mounted client is published under the mount point.
+    let mut dying = TestClient::connect(mounted, Protocol::V3_1_1).await;
+    let mut conn = connect(Protocol::V3_1_1, "dying", true);
+    conn.will = Some(ferrymq_testkit::will("gone", "bye", QoS::AtMostOnce, false));
+    dying.handshake(conn).await;
+    drop(dying);
+    let p = outside.recv_publish().await;
+    assert_eq!(p.topic.as_str(), "site-a/gone");
+    server.shutdown().await;
+}

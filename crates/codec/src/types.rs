@@ -211,6 +211,29 @@ impl TopicName {
         TopicName(self.0.detached())
     }
 
+    /// `prefix` followed by this topic (a listener's mount point); an
+    /// error if the result is no topic name (too long, or the prefix has
+    /// a wildcard).
+    pub fn prefixed(&self, prefix: &str) -> Result<TopicName, Error> {
+        let mut joined = String::with_capacity(prefix.len() + self.len());
+        joined.push_str(prefix);
+        joined.push_str(self);
+        TopicName::new(joined)
+    }
+
+    /// The rest of the topic after `prefix`, sharing its bytes; `None`
+    /// unless the topic starts with `prefix` and goes on after it.
+    pub fn strip_prefix(&self, prefix: &str) -> Option<TopicName> {
+        if self.len() <= prefix.len() || !self.starts_with(prefix) {
+            return None;
+        }
+        // A `str` prefix ends on a character boundary of the topic.
+        let rest = self.0.as_bytes().slice(prefix.len()..);
+        ByteString::try_from(rest)
+            .ok()
+            .map(|s| TopicName(MqttString(s)))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -399,6 +422,24 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_prefix_and_strip() {
+        let t = TopicName::new("sensors/é").unwrap();
+        let m = t.prefixed("site-1/").unwrap();
+        assert_eq!(m.as_str(), "site-1/sensors/é");
+        assert_eq!(m.strip_prefix("site-1/").unwrap().as_str(), "sensors/é");
+        assert!(m.strip_prefix("site-2/").is_none());
+        assert!(
+            m.strip_prefix("site-1/sensors/é").is_none(),
+            "nothing after it"
+        );
+        assert!(t.prefixed("a/+/").is_err());
+        assert!(TopicName::new("x".repeat(65_000))
+            .unwrap()
+            .prefixed(&"y".repeat(600))
+            .is_err());
+    }
 
     #[test]
     fn filters_follow_the_wildcard_rules() {

@@ -156,10 +156,7 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("max_qos", Implemented),
     ("max_topic_alias", Implemented),
     ("max_topic_alias_broker", Implemented),
-    (
-        "mount_point",
-        Refuse("mount points (per-listener topic prefixes) are not supported; clients would see each other's topics"),
-    ),
+    ("mount_point", Implemented),
     (
         "mptcp",
         WarnUnless("false", "Multipath TCP is not enabled; clients connect over plain TCP, as Mosquitto falls back to"),
@@ -386,7 +383,6 @@ mod tests {
             ("connection bridge", "bridges are not supported"),
             ("topic # both 0", "bridges are not supported"),
             ("bridge_cafile ca.pem", "bridges are not supported"),
-            ("listener 1\nmount_point x/", "mount points"),
             ("listener 1\ncrlfile x.crl", "revocation"),
             ("tls_keyform engine", "engines"),
             ("global_max_clients 10", "sessions"),

@@ -26,7 +26,6 @@ use super::{logging, mosquitto, Config, ConfigError};
 const PENDING: &[&str] = &[
     "crlfile",
     "disable_client_cert_date_checks",
-    "mount_point",
     "global_max_clients",
 ];
 
