@@ -50,16 +50,34 @@ pub struct Authenticated {
     pub connack_properties: Properties,
 }
 
-/// A CONNECT that is refused: the CONNACK to send, then close.
+/// A CONNECT that is refused: the CONNACK to send (if any), then close.
 #[derive(Debug)]
 pub struct Refused {
     pub client_id: String,
     pub protocol: Protocol,
     pub reason: ReasonCode,
     pub detail: &'static str,
+    /// Whether a CONNACK is sent at all: Mosquitto closes a 3.x client
+    /// it refuses for `global_max_clients` without one.
+    pub answered: bool,
 }
 
 impl Refused {
+    pub fn new(
+        client_id: impl Into<String>,
+        protocol: Protocol,
+        reason: ReasonCode,
+        detail: &'static str,
+    ) -> Refused {
+        Refused {
+            client_id: client_id.into(),
+            protocol,
+            reason,
+            detail,
+            answered: true,
+        }
+    }
+
     /// The refusing CONNACK. MQTT 5 gets what Mosquitto 2.1 states on a
     /// refusal (Maximum QoS, when below 2), then a Reason String saying
     /// why (the standard allows one on a CONNACK whatever the client's
@@ -153,11 +171,8 @@ pub async fn accept(
     }
     let protocol = connect.protocol;
     let v5 = protocol.is_v5();
-    let refuse = |reason: ReasonCode, detail: &'static str| Refused {
-        client_id: connect.client_id.to_string(),
-        protocol,
-        reason,
-        detail,
+    let refuse = |reason: ReasonCode, detail: &'static str| {
+        Refused::new(connect.client_id.to_string(), protocol, reason, detail)
     };
 
     let config = &broker.config;
@@ -323,6 +338,18 @@ pub async fn accept(
     } else {
         u32::MAX
     };
+
+    // `global_max_clients`: sessions, connected or not, at most; taking up
+    // one's own session again is no new one. As Mosquitto 2.1: MQTT 5 is
+    // told 0x89 Server busy, 3.x is closed without a CONNACK.
+    if let Some(max) = config.global_max_clients {
+        if broker.registry.len() >= max && !broker.registry.contains(&client_id) {
+            return Err(Refused {
+                answered: v5,
+                ..refuse(ReasonCode::ServerBusy, "global_max_clients reached")
+            });
+        }
+    }
 
     let connection_id = broker.next_id();
     let kick = shutdown.child_token();

@@ -107,7 +107,10 @@ impl Server {
                     None => {
                         let loaded = security::Security::load_listener(&listener.security)
                             .map_err(|e| {
-                                std::io::Error::other(format!("listener {}: {e}", listener.addr))
+                                std::io::Error::other(format!(
+                                    "listener {}: {e}",
+                                    listener.describe()
+                                ))
                             })?;
                         let loaded = Arc::new(loaded);
                         securities.push((listener.security.clone(), loaded.clone()));
@@ -120,7 +123,9 @@ impl Server {
             // Certificates and keys are read before anything listens, so a
             // bad file stops the start with an error naming it.
             let wrapping = net::tls::wrapping(listener)
-                .map_err(|e| std::io::Error::other(format!("listener {}: {e}", listener.addr)))?
+                .map_err(|e| {
+                    std::io::Error::other(format!("listener {}: {e}", listener.describe()))
+                })?
                 .map(Arc::new);
             let socket = match net::listener::bind(listener).await {
                 Ok(socket) => socket,

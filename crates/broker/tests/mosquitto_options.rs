@@ -2,7 +2,8 @@
 //! socket: message_size_limit, max_queued_bytes, queue_qos0_messages,
 //! retain_available, max_qos, allow_zero_length_clientid,
 //! persistent_client_expiration, use_username_as_clientid,
-//! clientid_prefixes, upgrade_outgoing_qos, max_topic_alias_broker.
+//! clientid_prefixes, upgrade_outgoing_qos, max_topic_alias_broker,
+//! global_max_clients.
 //!
 //! "Not delivered" is shown by a marker: a message published after the
 //! dropped one must be the next thing the subscriber gets, so no test waits
@@ -342,4 +343,33 @@ async fn max_topic_alias_broker_bounds_the_aliases_the_broker_sets() {
         .map(|m| m.properties.topic_alias())
         .collect();
     assert_eq!(aliases, [Some(1), None]);
+}
+
+/// `global_max_clients`: sessions, connected or parked, at most. One more
+/// is refused (MQTT 5: 0x89 Server busy; 3.x: closed without CONNACK, as
+/// Mosquitto 2.1 does); a client taking up its own session is no new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_max_clients_bounds_the_sessions() {
+    let b = broker(|c| c.global_max_clients = Some(2)).await;
+    let parked = b.client("parked", false).await;
+    parked.disconnect().await;
+    wait_until("the session parks", || b.broker().registry.parked() == 1).await;
+    let _online = b.client("online", true).await;
+
+    let (_, ack) = b.connect_with(Protocol::V5, "third", |_| {}).await;
+    assert_eq!(ack.reason, ReasonCode::ServerBusy);
+    let mut v3 = TestClient::connect(b.addr, Protocol::V3_1_1).await;
+    v3.send(Packet::Connect(Box::new(connect(
+        Protocol::V3_1_1,
+        "third",
+        true,
+    ))))
+    .await;
+    assert!(v3.expect_closed().await.is_empty(), "no CONNACK for 3.x");
+
+    // The parked session's owner comes back; then its end frees a place.
+    let back = b.client("parked", true).await;
+    back.disconnect().await;
+    wait_until("the clean session ends", || b.broker().registry.len() == 1).await;
+    let _third = b.client("third", true).await;
 }

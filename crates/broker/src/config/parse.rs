@@ -21,14 +21,6 @@ use super::listener::{
 };
 use super::{logging, mosquitto, Config, ConfigError};
 
-/// Options parsed here whose effect is not wired yet: they are decided by
-/// [`mosquitto::classify`] (refused) until it is.
-const PENDING: &[&str] = &[
-    "crlfile",
-    "disable_client_cert_date_checks",
-    "global_max_clients",
-];
-
 /// What the listener options of a line apply to.
 #[derive(Debug, Clone)]
 enum Target {
@@ -253,9 +245,6 @@ impl Parser {
 
     fn line(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
         let option = line.option;
-        if PENDING.contains(&option) {
-            return self.documented(line);
-        }
         match option {
             "listener" => self.listener(line)?,
             "port" => {

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, Instrument};
 
+use crate::config::ListenerConfig;
 use crate::net::listener::Endpoint;
 
 use crate::broker::Broker;
@@ -191,15 +192,13 @@ async fn handshake<T: Transport>(
         Identity::Missing => {
             info!("refused: the listener takes the user name from a client certificate, and there is none");
             Metrics::add(&broker.metrics.refused.not_authorized, 1);
-            let refused = handshake::Refused {
-                client_id: connect.client_id.to_string(),
+            let refused = handshake::Refused::new(
+                connect.client_id.as_str(),
                 protocol,
-                reason: ReasonCode::NotAuthorized,
-                detail: "",
-            };
-            let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(&endpoint.settings), protocol, &mut out);
-            let _ = io.write_all(&mut out).await;
+                ReasonCode::NotAuthorized,
+                "",
+            );
+            refuse(io, &refused, &endpoint.settings).await;
             return None;
         }
     };
@@ -220,15 +219,13 @@ async fn handshake<T: Transport>(
         Err(reason) => {
             info!(%reason, "enhanced authentication failed");
             Metrics::add(broker.metrics.refused.counter(reason), 1);
-            let refused = handshake::Refused {
-                client_id: connect.client_id.to_string(),
+            let refused = handshake::Refused::new(
+                connect.client_id.as_str(),
                 protocol,
                 reason,
-                detail: "enhanced authentication failed",
-            };
-            let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(&endpoint.settings), protocol, &mut out);
-            let _ = io.write_all(&mut out).await;
+                "enhanced authentication failed",
+            );
+            refuse(io, &refused, &endpoint.settings).await;
             return None;
         }
     };
@@ -262,12 +259,24 @@ async fn handshake<T: Transport>(
         Err(refused) => {
             info!(client_id = %refused.client_id, reason = %refused.reason, "connection refused: {}", refused.detail);
             Metrics::add(broker.metrics.refused.counter(refused.reason), 1);
-            let mut out = BytesMut::new();
-            let _ = ferrymq_codec::encode(&refused.connack(&endpoint.settings), protocol, &mut out);
-            let _ = io.write_all(&mut out).await;
+            refuse(io, &refused, &endpoint.settings).await;
             None
         }
     }
+}
+
+/// Sends the refusing CONNACK, if the refusal has one.
+async fn refuse<T: Transport>(
+    io: &mut Io<T>,
+    refused: &handshake::Refused,
+    listener: &ListenerConfig,
+) {
+    if !refused.answered {
+        return;
+    }
+    let mut out = BytesMut::new();
+    let _ = ferrymq_codec::encode(&refused.connack(listener), refused.protocol, &mut out);
+    let _ = io.write_all(&mut out).await;
 }
 
 pub(crate) struct Io<T = TcpStream> {
@@ -350,7 +359,7 @@ fn sniff_protocol(buf: &[u8]) -> Option<Protocol> {
 async fn read_connect<T: Transport>(
     io: &mut Io<T>,
     broker: &Broker,
-    listener: &crate::config::ListenerConfig,
+    listener: &ListenerConfig,
 ) -> Result<Box<ferrymq_codec::Connect>, String> {
     loop {
         // Anything but CONNECT is refused from its first byte, without
@@ -385,16 +394,8 @@ async fn read_connect<T: Transport>(
                     },
                 };
                 if let Some((protocol, reason)) = reply {
-                    let connack = handshake::Refused {
-                        client_id: String::new(),
-                        protocol,
-                        reason,
-                        detail: "",
-                    }
-                    .connack(listener);
-                    let mut out = BytesMut::new();
-                    let _ = ferrymq_codec::encode(&connack, protocol, &mut out);
-                    let _ = io.write_all(&mut out).await;
+                    let refused = handshake::Refused::new("", protocol, reason, "");
+                    refuse(io, &refused, listener).await;
                 }
                 return Err(format!("bad CONNECT: {e}"));
             }

@@ -1,20 +1,28 @@
 //! A TLS listener's rustls configuration (the *ring* provider), read from
-//! the listener's `certfile`, `keyfile`, `cafile`, `capath`,
-//! `require_certificate` and `tls_version`. Errors name the file and what
-//! is wrong with it.
+//! the listener's `certfile`, `keyfile`, `cafile`, `capath`, `crlfile`,
+//! `require_certificate`, `disable_client_cert_date_checks` and
+//! `tls_version`. Errors name the file and what is wrong with it.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
+};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{version, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use tokio_rustls::rustls::{
+    self, version, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ListenerConfig, ListenerProtocol, TlsVersion};
 use crate::net::transport::{IdentitySource, Wrapping};
+use crate::net::x509;
 
 /// How connections on `listener` are wrapped; `None` for plain MQTT.
 pub fn wrapping(listener: &ListenerConfig) -> Result<Option<Wrapping>, String> {
@@ -54,8 +62,8 @@ pub fn reload(wrappings: &[Arc<Wrapping>]) -> Result<usize, String> {
     let mut fresh = Vec::new();
     for w in wrappings {
         if let Some(tls) = &w.tls {
-            let acceptor =
-                acceptor(&w.listener).map_err(|e| format!("listener {}: {e}", w.listener.addr))?;
+            let acceptor = acceptor(&w.listener)
+                .map_err(|e| format!("listener {}: {e}", w.listener.describe()))?;
             fresh.push((tls, acceptor));
         }
     }
@@ -138,39 +146,15 @@ pub fn server_config(listener: &ListenerConfig) -> Result<ServerConfig, String> 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| format!("TLS versions: {e}"))?;
+    let cas = ca_certificates(listener)?;
     // Client certificates are asked for when they are required or name the
     // user; a CA file is what they are checked against.
     let wants_client_cert = listener.require_certificate
         || listener.use_identity_as_username
         || listener.use_subject_as_username;
-    let has_ca = listener.cafile.is_some() || listener.capath.is_some();
-    let builder = match (has_ca, wants_client_cert) {
+    let builder = match (!cas.is_empty(), wants_client_cert) {
         (true, true) => {
-            let mut roots = RootCertStore::empty();
-            let mut files = Vec::new();
-            if let Some(cafile) = &listener.cafile {
-                files.push((cafile.clone(), "cafile"));
-            }
-            if let Some(capath) = &listener.capath {
-                files.extend(ca_directory(capath)?.into_iter().map(|f| (f, "capath")));
-            }
-            for (file, what) in &files {
-                for cert in certificates(file, what)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{what} {}: {e}", file.display()))?;
-                }
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if listener.require_certificate {
-                verifier
-            } else {
-                verifier.allow_unauthenticated()
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("client CA certificates (cafile/capath): {e}"))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(client_verifier(listener, &cas, provider)?)
         }
         (false, true) => {
             return Err(
@@ -181,6 +165,9 @@ pub fn server_config(listener: &ListenerConfig) -> Result<ServerConfig, String> 
         }
         (_, false) => builder.with_no_client_auth(),
     };
+    // As OpenSSL does for Mosquitto: a certfile holding only the server's
+    // own certificate is sent with the intermediates the CA files have.
+    let chain = complete_chain(chain, &cas);
     builder.with_single_cert(chain, key).map_err(|e| {
         format!(
             "certfile {} / keyfile {}: {e}",
@@ -188,4 +175,165 @@ pub fn server_config(listener: &ListenerConfig) -> Result<ServerConfig, String> 
             keyfile.display()
         )
     })
+}
+
+/// The certificates of `cafile` and `capath`, in that order.
+fn ca_certificates(listener: &ListenerConfig) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut files = Vec::new();
+    if let Some(cafile) = &listener.cafile {
+        files.push((cafile.clone(), "cafile"));
+    }
+    if let Some(capath) = &listener.capath {
+        files.extend(ca_directory(capath)?.into_iter().map(|f| (f, "capath")));
+    }
+    let mut cas = Vec::new();
+    for (file, what) in &files {
+        cas.extend(certificates(file, what)?);
+    }
+    Ok(cas)
+}
+
+/// What checks client certificates: against the CA files, with the
+/// `crlfile` revocation lists for the client's own certificate (as
+/// OpenSSL's `X509_V_FLAG_CRL_CHECK` that Mosquitto sets: a client whose
+/// issuer has no list in the file is refused, and so is one checked
+/// against an expired list), at this moment unless
+/// `disable_client_cert_date_checks`.
+fn client_verifier(
+    listener: &ListenerConfig,
+    cas: &[CertificateDer<'static>],
+    provider: Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in cas {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("cafile/capath: {e}"))?;
+    }
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if !listener.require_certificate {
+        verifier = verifier.allow_unauthenticated();
+    }
+    if let Some(crlfile) = &listener.crlfile {
+        let crls = CertificateRevocationListDer::pem_file_iter(crlfile)
+            .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("crlfile {}: {e}", crlfile.display()))?;
+        if crls.is_empty() {
+            return Err(format!(
+                "crlfile {}: no PEM certificate revocation list in it",
+                crlfile.display()
+            ));
+        }
+        verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+        if !listener.disable_client_cert_date_checks {
+            verifier = verifier.enforce_revocation_expiration();
+        }
+    }
+    let verifier = verifier.build().map_err(|e| match &listener.crlfile {
+        Some(crlfile) => format!(
+            "client CA certificates (cafile/capath) or crlfile {}: {e}",
+            crlfile.display()
+        ),
+        None => format!("client CA certificates (cafile/capath): {e}"),
+    })?;
+    if listener.disable_client_cert_date_checks {
+        return Ok(Arc::new(AnyDate(verifier)));
+    }
+    Ok(verifier)
+}
+
+/// `disable_client_cert_date_checks`: a client's chain is checked as of a
+/// moment inside the validity of each certificate it sent (the latest
+/// notBefore), so expired and not-yet-valid certificates pass while
+/// everything else (signatures, issuers, revocation) is checked as usual.
+/// A chain whose certificates were never valid at one moment together is
+/// checked as of now, and fails as it would without the option.
+#[derive(Debug)]
+struct AnyDate(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for AnyDate {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let windows: Option<Vec<(i64, i64)>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| x509::validity(c))
+            .collect();
+        let moment = windows.and_then(|w| {
+            let start = w.iter().map(|(from, _)| *from).max()?;
+            let end = w.iter().map(|(_, to)| *to).min()?;
+            (start <= end).then_some(start)
+        });
+        let at = match moment.and_then(|t| u64::try_from(t).ok()) {
+            Some(t) => UnixTime::since_unix_epoch(std::time::Duration::from_secs(t)),
+            None => now,
+        };
+        self.0.verify_client_cert(end_entity, intermediates, at)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `chain` followed by the certificates that issued its last one, found
+/// among `cas`, up to (not including) a self-signed root: what OpenSSL
+/// sends when the certfile holds the server's certificate alone.
+fn complete_chain(
+    mut chain: Vec<CertificateDer<'static>>,
+    cas: &[CertificateDer<'static>],
+) -> Vec<CertificateDer<'static>> {
+    // A chain longer than this is no chain anyone uses.
+    const MAX_DEPTH: usize = 10;
+    while chain.len() < MAX_DEPTH {
+        let Some((issuer, subject)) = chain.last().and_then(|c| x509::issuer_and_subject(c)) else {
+            break;
+        };
+        if issuer == subject {
+            break;
+        }
+        let next = cas.iter().find(|ca| {
+            x509::issuer_and_subject(ca).is_some_and(|(ca_issuer, ca_subject)| {
+                ca_subject == issuer && ca_issuer != ca_subject
+            })
+        });
+        match next {
+            Some(ca) if !chain.contains(ca) => chain.push(ca.clone()),
+            _ => break,
+        }
+    }
+    chain
 }

@@ -1,8 +1,9 @@
-//! Just enough DER to read a certificate's subject: its Common Name
-//! (`use_identity_as_username`) or the whole name in RFC 2253 form as
-//! OpenSSL prints it (`use_subject_as_username`). The certificate has been
-//! verified by rustls before; still, every read is bounds-checked and a
-//! malformed one gives `None`.
+//! Just enough DER to read what rustls does not tell: a certificate's
+//! subject, as its Common Name (`use_identity_as_username`) or the whole
+//! name in RFC 2253 form as OpenSSL prints it (`use_subject_as_username`);
+//! its issuer and subject as raw names (to complete the server's chain
+//! from the CA files); its validity (`disable_client_cert_date_checks`).
+//! Every read is bounds-checked and a malformed certificate gives `None`.
 
 /// One DER element: (tag, contents, what follows).
 fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -29,12 +30,17 @@ const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
 const OID: u8 = 0x06;
 
-/// The attributes of the subject, in certificate order: per RDN, its
-/// (OID, string tag, value) triples.
 /// One attribute of a name: (OID, string tag, value).
 type Attribute<'a> = (&'a [u8], u8, &'a [u8]);
 
-fn subject(der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
+/// The parts of a certificate's TBSCertificate this module reads.
+struct Tbs<'a> {
+    issuer: &'a [u8],
+    validity: &'a [u8],
+    subject: &'a [u8],
+}
+
+fn tbs(der: &[u8]) -> Option<Tbs<'_>> {
     let (SEQUENCE, certificate, _) = element(der)? else {
         return None;
     };
@@ -42,16 +48,78 @@ fn subject(der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
         return None;
     };
     let mut rest = tbs;
-    // version [0] is optional; then serial, signature, issuer, validity.
+    // version [0] is optional; then serial, signature, issuer, validity,
+    // subject.
     if let (0xa0, _, after) = element(rest)? {
         rest = after;
     }
-    for _ in 0..4 {
-        rest = element(rest)?.2;
+    let mut fields = [&[][..]; 5];
+    for field in &mut fields {
+        let (tag, contents, after) = element(rest)?;
+        if tag != SEQUENCE && tag != 0x02 {
+            return None;
+        }
+        *field = contents;
+        rest = after;
     }
-    let (SEQUENCE, mut name, _) = element(rest)? else {
-        return None;
+    let [_, _, issuer, validity, subject] = fields;
+    Some(Tbs {
+        issuer,
+        validity,
+        subject,
+    })
+}
+
+/// The issuer's and the subject's names, raw (DER contents): a certificate
+/// was issued by the one whose subject is its issuer.
+pub fn issuer_and_subject(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let t = tbs(der)?;
+    Some((t.issuer, t.subject))
+}
+
+/// notBefore and notAfter, in seconds since the Unix epoch.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let validity = tbs(der)?.validity;
+    let (tag, not_before, rest) = element(validity)?;
+    let not_before = time(tag, not_before)?;
+    let (tag, not_after, _) = element(rest)?;
+    Some((not_before, time(tag, not_after)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, 1950 to 2049) or GeneralizedTime
+/// (`YYYYMMDDHHMMSSZ`), as RFC 5280 has them, to Unix seconds.
+fn time(tag: u8, value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        (0x18, 14) => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
     };
+    if !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second.min(60))
+}
+
+fn subject(der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
+    let mut name = tbs(der)?.subject;
     let mut rdns = Vec::new();
     while !name.is_empty() {
         let (SET, mut set, after) = element(name)? else {
@@ -220,6 +288,33 @@ mod tests {
             subject_rfc2253(&der).as_deref(),
             Some("CN=sensor-7,O=Ferry\\, Ltd,C=GB")
         );
+    }
+
+    #[test]
+    fn validity_issuer_and_subject() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2001, 2, 3);
+        params.not_after = rcgen::date_time_ymd(2061, 12, 31);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "self");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        // 2001-02-03 (UTCTime) and 2061-12-31 (GeneralizedTime).
+        assert_eq!(validity(&der), Some((981_158_400, 2_903_212_800)));
+        let (issuer, subject) = issuer_and_subject(&der).unwrap();
+        assert_eq!(issuer, subject, "self-signed");
+        assert_eq!(time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(time(0x18, b"20000229120000Z"), Some(951_825_600));
+        for bad in [
+            &b"7001010000Z"[..],
+            b"701301000000Z",
+            b"70010100000aZ",
+            b"700101000000",
+        ] {
+            assert_eq!(time(0x17, bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
