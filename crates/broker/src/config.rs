@@ -45,6 +45,9 @@ pub struct Config {
     pub sys_interval: Duration,
     /// Prefix of the client identifiers the broker assigns.
     pub auto_id_prefix: String,
+    /// `--tls-keylog FILE` (command line only): TLS secrets of every TLS
+    /// listener's sessions, appended to FILE for Wireshark.
+    pub tls_keylog: Option<PathBuf>,
     /// `pid_file`: where the broker writes its process id.
     pub pid_file: Option<std::path::PathBuf>,
     /// Options accepted but not acted on because ignoring them is harmless
@@ -158,6 +161,7 @@ impl Default for Config {
             max_keepalive: 0,
             sys_interval: Duration::from_secs(10),
             auto_id_prefix: "auto-".into(),
+            tls_keylog: None,
             pid_file: None,
             warnings: Vec::new(),
             persistence: false,

@@ -92,6 +92,20 @@ impl Server {
         let mut addrs = Vec::new();
         let mut wrappings = Vec::new();
         let mut limits = std::collections::HashMap::new();
+        let key_log = match &broker.config.tls_keylog {
+            Some(path) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    "TLS key logging is on for every TLS listener: whoever reads the file can \
+                     decrypt the traffic. DO NOT USE IN PRODUCTION"
+                );
+                let log = net::tls::KeyLogFile::open(path).map_err(|e| {
+                    std::io::Error::other(format!("--tls-keylog {}: {e}", path.display()))
+                })?;
+                Some(log)
+            }
+            None => None,
+        };
         // One security domain for all listeners, or with
         // per_listener_settings one per listener (the sockets of one
         // `listener` line share theirs).
@@ -122,7 +136,7 @@ impl Server {
             };
             // Certificates and keys are read before anything listens, so a
             // bad file stops the start with an error naming it.
-            let wrapping = net::tls::wrapping(listener)
+            let wrapping = net::tls::wrapping(listener, key_log.clone())
                 .map_err(|e| {
                     std::io::Error::other(format!("listener {}: {e}", listener.describe()))
                 })?

@@ -433,3 +433,36 @@ async fn mount_point_confines_a_listener_to_a_prefix() {
     assert_eq!(p.topic.as_str(), "site-a/gone");
     server.shutdown().await;
 }
+
+/// A PROXY header where none is expected is no CONNECT: closed without an
+/// answer. One that never completes is closed at `connect_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_out_of_place_or_unfinished() {
+    let mut config = Config::parse(
+        "allow_anonymous true\nlistener 0 127.0.0.1\nlistener 0 127.0.0.1\nenable_proxy_protocol 2\n",
+        "m.conf",
+    )
+    .unwrap();
+    config.sys_interval = std::time::Duration::ZERO;
+    config.connect_timeout = std::time::Duration::from_millis(300);
+    let server = Server::start(config).await.unwrap();
+    let (plain, proxied) = (server.local_addrs()[0], server.local_addrs()[1]);
+    let src: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+    for header in [
+        b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 1883\r\n".to_vec(),
+        ferrymq_broker::net::proxy::v2_header(src, plain, &[]),
+    ] {
+        let mut s = TcpStream::connect(plain).await.unwrap();
+        let mut bytes = header;
+        bytes.extend(raw::connect_v311("x", 0x02, 60));
+        assert_eq!(exchange(&mut s, &bytes).await, None);
+    }
+    // Half a header, then silence: closed at the deadline, not held.
+    let whole = ferrymq_broker::net::proxy::v2_header(src, proxied, &[]);
+    let mut s = TcpStream::connect(proxied).await.unwrap();
+    s.write_all(&whole[..20]).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, s.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    server.shutdown().await;
+}

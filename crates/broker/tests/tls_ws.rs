@@ -899,7 +899,7 @@ async fn capath_trusts_every_ca_in_the_directory() {
         require_certificate: true,
         ..first.tls_listener()
     };
-    let e = ferrymq_broker::net::tls::wrapping(&listener).unwrap_err();
+    let e = ferrymq_broker::net::tls::wrapping(&listener, None).unwrap_err();
     assert!(
         e.contains("capath") && e.contains(&empty.path().display().to_string()),
         "{e}"
@@ -1069,5 +1069,43 @@ async fn the_server_chain_is_completed_from_the_ca_files() {
     assert!(tls_handshake(*bare, &ca, rustls::ALL_VERSIONS)
         .await
         .is_err());
+    server.shutdown().await;
+}
+
+/// `--tls-keylog FILE` (`Config::tls_keylog`): the secrets of TLS 1.2 and
+/// 1.3 sessions land in FILE in the NSS key log format Wireshark reads.
+#[tokio::test]
+async fn tls_keylog_writes_the_session_secrets() {
+    let pki = Pki::new();
+    let keylog = pki.path("keys.log");
+    let server = start_with(Config {
+        listeners: vec![pki.tls_listener()],
+        tls_keylog: Some(keylog.clone()),
+        ..test_config()
+    })
+    .await;
+    let addr = server.local_addrs()[0];
+    let ca = pki.ca_file();
+    tls_handshake(addr, &ca, &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    tls_handshake(addr, &ca, &[&rustls::version::TLS12])
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    for label in [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "CLIENT_RANDOM",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{label} in {text}"));
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        assert_eq!(fields[1].len(), 64, "client random, hex: {line}");
+        assert!(fields[2].chars().all(|c| c.is_ascii_hexdigit()), "{line}");
+    }
     server.shutdown().await;
 }

@@ -14,12 +14,21 @@ pub struct BrokerArgs {
     /// Configuration file (mosquitto.conf syntax).
     #[arg(short = 'c', long = "config-file")]
     config: Option<PathBuf>,
-    /// Port for the loopback listener, used when the file configures none.
+    /// Listen on this port, on the loopback interface only (up to 10
+    /// times). Ignored when the file configures a listener, as in
+    /// Mosquitto 2.
     #[arg(short = 'p', long)]
-    port: Option<u16>,
-    /// Log every connection event (debug level).
+    port: Vec<u16>,
+    /// Log every type of message, whatever the file says.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Log nothing, whatever the file says (`log_type none`).
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Append every TLS session's secrets to FILE, for Wireshark. Never on
+    /// a production server.
+    #[arg(long = "tls-keylog", value_name = "FILE")]
+    tls_keylog: Option<PathBuf>,
     /// Run in the background, as Mosquitto's -d: the command returns once
     /// the configuration is read; the broker goes on detached.
     #[arg(short = 'd', long)]
@@ -130,9 +139,29 @@ fn settings(args: &BrokerArgs) -> anyhow::Result<Config> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    if config.listeners.is_empty() {
-        config.listeners = config::default_listeners(args.port.unwrap_or(1883));
+    if args.port.len() > 10 {
+        anyhow::bail!("-p may be given at most 10 times");
     }
+    if config.listeners.is_empty() {
+        let ports = if args.port.is_empty() {
+            vec![1883]
+        } else {
+            args.port.clone()
+        };
+        config.listeners = ports
+            .into_iter()
+            .flat_map(config::default_listeners)
+            .collect();
+    } else if !args.port.is_empty() {
+        config.warnings.push(
+            "-p is ignored: the configuration file defines listeners (as in Mosquitto 2)".into(),
+        );
+    }
+    if args.quiet {
+        // `log_type none`: nothing passes the filter, wherever it would go.
+        config.logging.types = Some(Vec::new());
+    }
+    config.tls_keylog = args.tls_keylog.clone();
     Ok(config)
 }
 
@@ -148,11 +177,11 @@ fn serve(args: BrokerArgs, config: Config) -> anyhow::Result<()> {
         // TLS listeners' certificate, key and CA files must load too, and
         // each listener's own password and ACL files.
         for listener in &config.listeners {
-            ferrymq_broker::net::tls::wrapping(listener)
-                .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
+            ferrymq_broker::net::tls::wrapping(listener, None)
+                .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.describe()))?;
             if config.per_listener_settings && config.listeners_from_file {
                 ferrymq_broker::security::Security::load_listener(&listener.security)
-                    .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.addr))?;
+                    .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.describe()))?;
             }
         }
         eprintln!("configuration OK");

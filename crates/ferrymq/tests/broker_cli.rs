@@ -68,14 +68,24 @@ fn start_in(mut cmd: Command, dir: &std::path::Path) -> (Proc, String, mpsc::Rec
             }
         }
     });
+    // The lines read up to the address stay readable from the receiver.
+    let (seen_tx, seen) = mpsc::channel();
     loop {
         let line = rx.recv_timeout(WAIT).expect("broker logs its listener");
         if let Some(i) = line.find("listening for MQTT addr=") {
             let addr = line[i + "listening for MQTT addr=".len()..]
                 .trim()
                 .to_string();
-            return (child, addr, rx);
+            std::thread::spawn(move || {
+                for line in rx {
+                    if seen_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            return (child, addr, seen);
         }
+        let _ = seen_tx.send(line);
     }
 }
 
@@ -555,4 +565,91 @@ fn brokers_with_different_persistence_files_do_not_share_a_store() {
     signal(&broker_a, "-TERM");
     assert!(wait_exit(&mut broker_a).success());
     assert!(dir.join("a.db.ferrymq").is_dir() && dir.join("b.db.ferrymq").is_dir());
+}
+
+/// Mosquitto 2.1's flags: `-p` repeated (loopback listeners, ignored with
+/// a warning when the file has listeners), `--tls-keylog FILE` (warned
+/// about), `-q` (nothing logged, whatever the file says).
+#[test]
+fn mosquitto_command_line_flags() {
+    let dir = workdir();
+    let keylog = dir.join("keys.log");
+    let (mut child, addr, log) = start(&[
+        "broker",
+        "-p",
+        "0",
+        "-p",
+        "0",
+        "--tls-keylog",
+        keylog.to_str().unwrap(),
+    ]);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let mut lines = Vec::new();
+    let _client = mqtt_connect(&addr);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    lines.extend(log.try_iter());
+    let text = lines.join("\n");
+    assert!(text.contains("DO NOT USE IN PRODUCTION"), "{text}");
+    assert_eq!(
+        text.matches("listening for MQTT addr=127.0.0.1:").count(),
+        1,
+        "the second -p 0 (the first was read by start): {text}"
+    );
+
+    // -p next to a file with listeners: ignored, and said so.
+    let conf = dir.join("with-listener.conf");
+    std::fs::write(&conf, "listener 0 127.0.0.1\nallow_anonymous true\n").unwrap();
+    let (mut child, addr, log) = start(&["broker", "-c", conf.to_str().unwrap(), "-p", "1"]);
+    let _client = mqtt_connect(&addr);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let text: Vec<String> = log.try_iter().collect();
+    assert!(text.iter().any(|l| l.contains("-p is ignored")), "{text:?}");
+
+    // -q: a file log stays empty while a client comes and goes (on a Unix
+    // socket: no log line is needed to find the broker).
+    let sock = dir.join("mqtt.sock");
+    let file = dir.join("quiet.log");
+    let conf = dir.join("quiet.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 0 {}\nallow_anonymous true\nlog_dest file {}\nlog_type all\n",
+            sock.display(),
+            file.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Proc(
+        ferrymq()
+            .env_remove("RUST_LOG")
+            .args(["broker", "-q", "-c", conf.to_str().unwrap()])
+            .current_dir(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut unix = loop {
+        match std::os::unix::net::UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    unix.set_read_timeout(Some(WAIT)).unwrap();
+    unix.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'q',
+    ])
+    .unwrap();
+    let mut ack = [0u8; 4];
+    unix.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    drop(unix);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), "");
 }

@@ -276,6 +276,9 @@ impl Parser {
             }
             "bind_interface" => {
                 let name = line.one()?.to_string();
+                if matches!(self.current, None | Some((Target::Default, _, _))) {
+                    self.deprecated(line, "bind_interface after a `listener` line");
+                }
                 self.listener_option(line, true, &|l| l.bind_interface = Some(name.clone()))?;
             }
             "protocol" => {

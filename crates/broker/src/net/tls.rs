@@ -24,11 +24,55 @@ use crate::config::{ListenerConfig, ListenerProtocol, TlsVersion};
 use crate::net::transport::{IdentitySource, Wrapping};
 use crate::net::x509;
 
+/// `--tls-keylog FILE`: every TLS session's secrets, appended in the NSS
+/// key log format Wireshark reads, as Mosquitto's option does. For
+/// debugging only: whoever reads the file can decrypt the traffic.
+#[derive(Debug)]
+pub struct KeyLogFile(parking_lot::Mutex<std::fs::File>);
+
+impl KeyLogFile {
+    pub fn open(path: &Path) -> std::io::Result<Arc<KeyLogFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Arc::new(KeyLogFile(parking_lot::Mutex::new(file))))
+    }
+}
+
+impl rustls::KeyLog for KeyLogFile {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        use std::fmt::Write as _;
+        let mut line =
+            String::with_capacity(label.len() + 2 * (client_random.len() + secret.len()) + 3);
+        line.push_str(label);
+        line.push(' ');
+        for b in client_random {
+            let _ = write!(line, "{b:02x}");
+        }
+        line.push(' ');
+        for b in secret {
+            let _ = write!(line, "{b:02x}");
+        }
+        line.push('\n');
+        let _ = std::io::Write::write_all(&mut *self.0.lock(), line.as_bytes());
+    }
+}
+
 /// How connections on `listener` are wrapped; `None` for plain MQTT.
-pub fn wrapping(listener: &ListenerConfig) -> Result<Option<Wrapping>, String> {
+/// `key_log`: where TLS secrets go (`--tls-keylog`), if anywhere.
+pub fn wrapping(
+    listener: &ListenerConfig,
+    key_log: Option<Arc<KeyLogFile>>,
+) -> Result<Option<Wrapping>, String> {
     let websocket = listener.protocol == ListenerProtocol::WebSockets;
     let tls = if listener.is_tls() {
-        Some(parking_lot::RwLock::new(acceptor(listener)?))
+        Some(parking_lot::RwLock::new(acceptor(
+            listener,
+            key_log.clone(),
+        )?))
     } else {
         None
     };
@@ -47,12 +91,20 @@ pub fn wrapping(listener: &ListenerConfig) -> Result<Option<Wrapping>, String> {
         websocket,
         identity,
         listener: listener.clone(),
+        key_log,
     }))
 }
 
 /// A TLS acceptor for `listener`, its files read now.
-pub fn acceptor(listener: &ListenerConfig) -> Result<TlsAcceptor, String> {
-    Ok(TlsAcceptor::from(Arc::new(server_config(listener)?)))
+pub fn acceptor(
+    listener: &ListenerConfig,
+    key_log: Option<Arc<KeyLogFile>>,
+) -> Result<TlsAcceptor, String> {
+    let mut config = server_config(listener)?;
+    if let Some(key_log) = key_log {
+        config.key_log = key_log;
+    }
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Reads every TLS listener's files again and, only if all of them load,
@@ -62,7 +114,7 @@ pub fn reload(wrappings: &[Arc<Wrapping>]) -> Result<usize, String> {
     let mut fresh = Vec::new();
     for w in wrappings {
         if let Some(tls) = &w.tls {
-            let acceptor = acceptor(&w.listener)
+            let acceptor = acceptor(&w.listener, w.key_log.clone())
                 .map_err(|e| format!("listener {}: {e}", w.listener.describe()))?;
             fresh.push((tls, acceptor));
         }

@@ -366,6 +366,8 @@ pub struct Wrapping {
     pub identity: IdentitySource,
     /// The settings the acceptor was built from, to build it again.
     pub listener: crate::config::ListenerConfig,
+    /// `--tls-keylog`, kept for the same reason.
+    pub key_log: Option<Arc<crate::net::tls::KeyLogFile>>,
 }
 
 impl std::fmt::Debug for Wrapping {
