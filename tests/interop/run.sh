@@ -10,8 +10,10 @@
 # Sections: Mosquitto's clients against ferrymq (here), ferrymq's own tools
 # against the Mosquitto broker and next to mosquitto_sub
 # (ferrymq_tools.sh), client libraries against ferrymq (libraries.sh), TLS
-# and WebSocket listeners (transports.sh), and one sample mosquitto.conf
-# run unchanged under both mosquitto and ferrymq (sample.sh).
+# and WebSocket listeners (transports.sh), one sample mosquitto.conf
+# run unchanged under both mosquitto and ferrymq (sample.sh), and Debian's
+# packaged mosquitto.conf with real-world configuration shapes under both,
+# ferrymq started through a link named `mosquitto` (configs.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -113,6 +115,7 @@ source tests/interop/ferrymq_tools.sh
 source tests/interop/libraries.sh
 source tests/interop/transports.sh
 source tests/interop/sample.sh
+source tests/interop/configs.sh
 
 kill -TERM "$BROKER"
 if wait "$BROKER"; then pass "broker exits 0 on SIGTERM"; else fail "broker exits 0 on SIGTERM"; fi
