@@ -304,6 +304,17 @@ impl Broker {
         self.store(fanout.ops);
     }
 
+    /// Removes the retained messages expired at `now`, from memory and
+    /// from the store (`retain_expiry_interval`). Returns how many.
+    pub fn expire_retained(&self, now: std::time::Instant) -> usize {
+        self.retained.remove_expired(now, |message| {
+            if self.persist.is_some() && !message.topic.starts_with("$SYS/") {
+                let topic = message.topic.as_mqtt_string().as_bytes().clone();
+                self.store(vec![Op::DeleteRetained { topic }]);
+            }
+        })
+    }
+
     /// Routes `message` to every matching session and stores it if it is
     /// retained. Returns the number of sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> usize {

@@ -101,6 +101,14 @@ pub struct Config {
     pub persistent_client_expiration: Option<Duration>,
     /// `clientid_prefixes`: only client ids with this prefix may connect.
     pub clientid_prefixes: Option<String>,
+    /// `check_retain_source` (default true, as in Mosquitto): a retained
+    /// message goes to a new subscriber only while its publisher may still
+    /// write its topic (checked when an ACL is in use).
+    pub check_retain_source: bool,
+    /// `retain_expiry_interval` (minutes in the file): how often retained
+    /// messages whose Message Expiry Interval has passed are removed; unset,
+    /// they are skipped when read and removed when replaced.
+    pub retain_expiry_interval: Option<Duration>,
     /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even when
     /// the message was published at a lower one (non-standard).
     pub upgrade_outgoing_qos: bool,
@@ -180,6 +188,8 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             persistent_client_expiration: None,
             clientid_prefixes: None,
+            check_retain_source: true,
+            retain_expiry_interval: None,
             upgrade_outgoing_qos: false,
             max_queue_stall: Duration::from_secs(5),
             max_store_backlog: 128 * 1024,

@@ -228,6 +228,9 @@ impl Server {
         };
         tracker.spawn(sys::run(broker.clone(), shutdown.clone()));
         tracker.spawn(expire_sessions(broker.clone(), shutdown.clone()));
+        if let Some(every) = broker.config.retain_expiry_interval {
+            tracker.spawn(expire_retained(broker.clone(), every, shutdown.clone()));
+        }
         tracker.spawn(persist::release_acks(broker.clone(), shutdown.clone()));
         let mut securities: Vec<_> = securities.into_iter().map(|(_, s)| s).collect();
         securities.push(broker.security.clone());
@@ -301,6 +304,28 @@ const STORE_FLUSH_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_s
 
 /// Ends parked sessions whose expiry interval has passed, even with nobody
 /// connected ([MQTT-3.1.2-23]); their delayed wills are published then.
+/// `retain_expiry_interval`: every so often, retained messages past their
+/// Message Expiry Interval are removed, so that ones nobody subscribes to
+/// do not stay in memory (and the store) for good.
+async fn expire_retained(
+    broker: Arc<Broker>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let removed = broker.expire_retained(std::time::Instant::now());
+        if removed > 0 {
+            tracing::debug!(removed, "expired retained messages removed");
+        }
+    }
+}
+
 async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
     // Expiry is in whole seconds; a quarter-second sweep is ample.
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));

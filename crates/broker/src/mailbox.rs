@@ -494,6 +494,7 @@ mod tests {
             properties: Properties::new(),
             received,
             origin: 0,
+            source: None,
         });
         Delivery::new(message, qos, false)
     }
@@ -630,6 +631,7 @@ mod tests {
             properties: Properties::new(),
             received: Instant::now(),
             origin: 0,
+            source: None,
         });
         let offline = Mailbox::new(10);
         let mut detached = None;

@@ -24,6 +24,18 @@ pub struct Message {
     pub received: Instant,
     /// The publishing session, for No Local; 0 for the broker's own.
     pub origin: u64,
+    /// Who published it, kept on retained messages while ACLs are in use,
+    /// for `check_retain_source`; `None` for the broker's own.
+    pub source: Option<Arc<Source>>,
+}
+
+/// The client that published a retained message: whether it still may
+/// write the topic is checked before the message goes to a new subscriber
+/// (`check_retain_source`, on by default as in Mosquitto).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Source {
+    pub client_id: Arc<str>,
+    pub username: Option<Arc<str>>,
 }
 
 impl Message {
@@ -41,6 +53,7 @@ impl Message {
             properties,
             received,
             origin,
+            source: None,
         }
     }
 
@@ -73,6 +86,7 @@ impl Message {
             properties: self.properties.detached(),
             received: self.received,
             origin: self.origin,
+            source: self.source.clone(),
         }
     }
 

@@ -193,6 +193,7 @@ fn decode_message(buf: &mut BytesMut, received: Instant) -> Option<Message> {
             properties: p.properties,
             received,
             origin: 0,
+            source: None,
         }),
         _ => None,
     }
@@ -276,12 +277,40 @@ pub fn decode_delivery(record: &[u8], now: Instant) -> Option<(Delivery, Stage)>
 }
 
 /// A retained-message record.
+/// A retained message: format, receipt time, the message as a PUBLISH,
+/// then (if known) its source: client id, and user name if any, each a
+/// length-prefixed string. Records without a source (written before it
+/// was kept) read as messages without one.
 pub fn encode_retained(message: &Message, now: Instant) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(FORMAT);
     out.put_u64(unix_ms(message.received, now));
     encode_message(message, &mut out);
+    if let Some(source) = &message.source {
+        put_string(&mut out, &source.client_id);
+        if let Some(username) = &source.username {
+            put_string(&mut out, username);
+        }
+    }
     out.freeze()
+}
+
+fn put_string(out: &mut BytesMut, s: &str) {
+    let len = s.len().min(usize::from(u16::MAX));
+    out.put_u16(len as u16);
+    out.put_slice(s.as_bytes().get(..len).unwrap_or_default());
+}
+
+fn get_string(b: &mut BytesMut) -> Option<Arc<str>> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let len = usize::from(b.get_u16());
+    if b.remaining() < len {
+        return None;
+    }
+    let bytes = b.split_to(len);
+    std::str::from_utf8(&bytes).ok().map(Arc::from)
 }
 
 fn decode_retained(record: &[u8], now: Instant) -> Option<Message> {
@@ -290,7 +319,21 @@ fn decode_retained(record: &[u8], now: Instant) -> Option<Message> {
         return None;
     }
     let received = instant_from_unix_ms(b.get_u64(), now);
-    decode_message(&mut BytesMut::from(b), received)
+    let mut rest = BytesMut::from(b);
+    let mut message = decode_message(&mut rest, received)?;
+    if !rest.is_empty() {
+        let client_id = get_string(&mut rest)?;
+        let username = if rest.is_empty() {
+            None
+        } else {
+            Some(get_string(&mut rest)?)
+        };
+        message.source = Some(Arc::new(crate::message::Source {
+            client_id,
+            username,
+        }));
+    }
+    Some(message)
 }
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
@@ -555,6 +598,7 @@ mod tests {
             properties: properties.clone(),
             received: now - Duration::from_secs(3),
             origin: 9,
+            source: None,
         });
         let mut d = Delivery::new(message, QoS::AtLeastOnce, false);
         d.subscription_ids = vec![4, 5];
@@ -569,5 +613,41 @@ mod tests {
         let left = back.message.remaining_expiry(now).unwrap();
         assert!((96..=98).contains(&left), "{left}");
         assert!(decode_delivery(&record[..record.len() - 1], now).is_none());
+    }
+
+    #[test]
+    fn retained_round_trip_keeps_the_source() {
+        let now = Instant::now();
+        let message = |source: Option<crate::message::Source>| Message {
+            topic: TopicName::new("r/t").unwrap(),
+            payload: Bytes::from_static(b"kept"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::new(),
+            received: now,
+            origin: 0,
+            source: source.map(Arc::new),
+        };
+        for source in [
+            None,
+            Some(crate::message::Source {
+                client_id: "dev-1".into(),
+                username: None,
+            }),
+            Some(crate::message::Source {
+                client_id: "dev-2".into(),
+                username: Some("alice".into()),
+            }),
+        ] {
+            let original = message(source);
+            let record = encode_retained(&original, now);
+            let back = decode_retained(&record, now).unwrap();
+            assert_eq!(back.source, original.source);
+            assert_eq!(&back.payload[..], b"kept");
+            // A record cut inside its source is refused, not misread.
+            if original.source.is_some() {
+                assert!(decode_retained(&record[..record.len() - 1], now).is_none());
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use tracing::{debug, trace};
 use crate::alias;
 use crate::broker::{Broker, Fanout};
 use crate::mailbox::Mailbox;
-use crate::message::{Delivery, Message};
+use crate::message::{Delivery, Message, Source};
 use crate::metrics::{Metrics, Tally};
 use crate::persist::{self, Stage};
 use crate::session::{Inflight, OutboundState, PubRec, SessionState};
@@ -233,6 +233,29 @@ impl Connection {
             _ => self.send_ordered(false, packet),
         }
         true
+    }
+
+    /// The message a PUBLISH of this client becomes: a retained one
+    /// remembers who sent it while ACLs may be checked against it.
+    #[inline]
+    fn message(&self, publish: Publish, now: Instant) -> Arc<Message> {
+        let retain = publish.retain;
+        let mut message = Message::from_publish(publish, now, self.session.shared.id);
+        if retain {
+            message.source = self.source();
+        }
+        Arc::new(message)
+    }
+
+    /// This client as the source of a retained message, when
+    /// `check_retain_source` will look at it (it has no use without an ACL).
+    pub fn source(&self) -> Option<Arc<Source>> {
+        (self.broker.config.check_retain_source && self.endpoint.security.has_acl()).then(|| {
+            Arc::new(Source {
+                client_id: self.session.shared.client_id.clone(),
+                username: self.username.clone(),
+            })
+        })
     }
 
     /// The listener's `mount_point`, if it has one.
@@ -542,7 +565,6 @@ impl Connection {
             self.ack_unrouted(&publish, ReasonCode::NotAuthorized);
             return Ok(());
         }
-        let origin = self.session.shared.id;
         // The deliveries' store writes join the connection's batch directly.
         let mut fanout = Fanout {
             ops: self.take_store_ops(),
@@ -553,14 +575,14 @@ impl Connection {
             (QoS::AtMostOnce, _) => {
                 // Nothing waits for these writes (an upgraded QoS): they go
                 // with the batch.
-                let message = Arc::new(Message::from_publish(publish, now, origin));
+                let message = self.message(publish, now);
                 self.broker
                     .publish_from(message, &mut fanout, Some(&self.session.shared.mailbox));
                 self.after_publish(&mut fanout);
                 self.store_ops = fanout.ops;
             }
             (QoS::AtLeastOnce, Some(id)) => {
-                let message = Arc::new(Message::from_publish(publish, now, origin));
+                let message = self.message(publish, now);
                 let routed = self.broker.publish_from(
                     message,
                     &mut fanout,
@@ -590,7 +612,7 @@ impl Connection {
                             "more QoS 2 messages awaiting PUBREL than Receive Maximum",
                         ));
                     }
-                    let message = Arc::new(Message::from_publish(publish, now, origin));
+                    let message = self.message(publish, now);
                     let routed = self.broker.publish_from(
                         message,
                         &mut fanout,
@@ -996,5 +1018,6 @@ pub fn will_message(will: Will, now: Instant) -> Message {
         properties,
         received: now,
         origin: 0,
+        source: None,
     }
 }

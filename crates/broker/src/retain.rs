@@ -103,6 +103,14 @@ impl Tree {
         self.forget(old.as_ref());
     }
 
+    fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.message.as_ref()
+    }
+
     fn forget(&mut self, old: Option<&Arc<Message>>) {
         if let Some(old) = old {
             self.count -= 1;
@@ -258,6 +266,42 @@ impl RetainStore {
         all
     }
 
+    /// Removes every retained message whose Message Expiry Interval has
+    /// passed at `now` (`retain_expiry_interval`'s sweep), calling
+    /// `removed` with each under the write lock, as [`RetainStore::set`]
+    /// calls its `then`. Returns how many went.
+    pub fn remove_expired(
+        &self,
+        now: std::time::Instant,
+        mut removed: impl FnMut(&Message),
+    ) -> usize {
+        // Found under the read lock, so publishers wait only for removals.
+        let expired: Vec<Arc<Message>> = {
+            let tree = self.tree.read();
+            let mut found = Vec::new();
+            let mut stack = vec![&tree.root];
+            while let Some(node) = stack.pop() {
+                found.extend(node.message.iter().filter(|m| m.is_expired(now)).cloned());
+                stack.extend(node.children.values());
+            }
+            found
+        };
+        let mut tree = self.tree.write();
+        let mut count = 0;
+        for message in expired {
+            // Only if it is still the one found: a newer one stays.
+            if tree
+                .get(&message.topic)
+                .is_some_and(|m| Arc::ptr_eq(m, &message))
+            {
+                tree.remove(&message.topic);
+                removed(&message);
+                count += 1;
+            }
+        }
+        count
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -280,6 +324,7 @@ mod tests {
             properties: Properties::new(),
             received: std::time::Instant::now(),
             origin: 0,
+            source: None,
         })
     }
 

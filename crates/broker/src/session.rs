@@ -299,6 +299,7 @@ mod tests {
             properties: Properties::new(),
             received: Instant::now(),
             origin: 0,
+            source: None,
         });
         Delivery::new(message, qos, false)
     }

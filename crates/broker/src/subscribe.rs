@@ -204,12 +204,25 @@ impl Connection {
     ) {
         let now = std::time::Instant::now();
         let broker = &self.broker;
+        let security = &self.endpoint.security;
+        // `check_retain_source`: a message whose publisher may no longer
+        // write its topic is not handed out (Mosquitto checks the same).
+        let check_source = broker.config.check_retain_source && security.has_acl();
+        let source_may_write = |message: &crate::message::Message| match &message.source {
+            Some(source) if check_source => security.allowed(
+                source.username.as_deref(),
+                &source.client_id,
+                &message.topic,
+                ferrymq_auth::Access::Write,
+            ),
+            _ => true,
+        };
         view.for_each_match(filter, |message| {
             if retained.deliveries.len() >= retained.room {
                 retained.cut_short = true;
                 return false;
             }
-            if !message.is_expired(now) {
+            if !message.is_expired(now) && source_may_write(message) {
                 let qos = broker.outgoing_qos(message.qos, granted);
                 let mut delivery = Delivery::new(message.clone(), qos, true);
                 delivery.subscription_ids.extend(identifier);

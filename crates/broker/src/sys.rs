@@ -31,6 +31,7 @@ fn publish(broker: &Broker, topic: &str, value: String) {
         properties: Properties::new(),
         received: Instant::now(),
         origin: 0,
+        source: None,
     }));
 }
 

@@ -119,3 +119,94 @@ async fn a_retained_message_never_follows_a_newer_live_one() {
     stop.store(true, Ordering::Relaxed);
     publisher.await.unwrap();
 }
+
+/// `check_retain_source` (on by default, as in Mosquitto): once the ACL no
+/// longer lets a retained message's publisher write its topic, the message
+/// is not handed to new subscribers; with the option off it still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_of_publishers_that_lost_write_access_are_withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    let open = "user alice\ntopic readwrite sensors/#\nuser carol\ntopic readwrite sensors/#\n\
+                user bob\ntopic read sensors/#\n";
+    for check in [true, false] {
+        std::fs::write(&acl, open).unwrap();
+        let mut config = ferrymq_testkit::test_config();
+        config.acl_file = Some(acl.clone());
+        config.check_retain_source = check;
+        let b = TestBroker::with_config(config).await;
+        let user = |name: &'static str| {
+            move |c: &mut ferrymq_codec::Connect| c.username = Some(name.try_into().unwrap())
+        };
+        let (mut alice, _) = b
+            .connect_with(ferrymq_codec::Protocol::V5, "alice", user("alice"))
+            .await;
+        alice
+            .publish("sensors/a", b"from alice", QoS::AtLeastOnce, true)
+            .await;
+        let (mut carol, _) = b
+            .connect_with(ferrymq_codec::Protocol::V5, "carol", user("carol"))
+            .await;
+        carol
+            .publish("sensors/c", b"from carol", QoS::AtLeastOnce, true)
+            .await;
+
+        // Alice loses her write access.
+        std::fs::write(
+            &acl,
+            open.replace(
+                "topic readwrite sensors/#\nuser carol",
+                "topic read sensors/#\nuser carol",
+            ),
+        )
+        .unwrap();
+        b.server.reload_security().unwrap();
+
+        let (mut bob, _) = b
+            .connect_with(ferrymq_codec::Protocol::V5, "bob", user("bob"))
+            .await;
+        bob.subscribe(&[("sensors/#", QoS::AtLeastOnce)]).await;
+        carol
+            .publish("sensors/marker", b"live", QoS::AtLeastOnce, false)
+            .await;
+        let mut got = Vec::new();
+        loop {
+            let p = bob.recv_publish().await;
+            if p.topic.as_str() == "sensors/marker" {
+                break;
+            }
+            got.push(p.topic.to_string());
+        }
+        got.sort();
+        let want: &[&str] = if check {
+            &["sensors/c"]
+        } else {
+            &["sensors/a", "sensors/c"]
+        };
+        assert_eq!(got, want, "check_retain_source {check}");
+    }
+}
+
+/// `retain_expiry_interval`: the sweep removes retained messages whose
+/// Message Expiry Interval has passed, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_retained_messages_are_swept() {
+    let b = TestBroker::start().await;
+    let mut p = b.client_v5("p", true).await;
+    let mut short = ferrymq_testkit::publish("short/lived", b"x", QoS::AtLeastOnce, true, 1);
+    short
+        .properties
+        .push(ferrymq_codec::Property::MessageExpiryInterval(1));
+    p.send(ferrymq_codec::Packet::Publish(short)).await;
+    p.recv().await;
+    p.publish("kept/forever", b"y", QoS::AtLeastOnce, true)
+        .await;
+    assert_eq!(b.broker().retained.len(), 2);
+    let now = std::time::Instant::now();
+    assert_eq!(b.broker().expire_retained(now), 0, "not expired yet");
+    assert_eq!(b.broker().expire_retained(now + Duration::from_secs(2)), 1);
+    assert_eq!(b.broker().retained.len(), 1);
+    let mut s = b.client("s", true).await;
+    s.subscribe(&[("#", QoS::AtLeastOnce)]).await;
+    assert_eq!(s.recv_publish().await.topic.as_str(), "kept/forever");
+}

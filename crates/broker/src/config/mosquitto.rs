@@ -69,14 +69,7 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
         "autosave_on_changes",
         Warn("ferrymq writes every acknowledged change to its store before acknowledging it, so there is no snapshot to time"),
     ),
-    (
-        "check_retain_source",
-        WarnUnless(
-            "false",
-            "ferrymq checks the subscriber's read access when a retained message is delivered, \
-             not the publisher's current write access",
-        ),
-    ),
+    ("check_retain_source", Implemented),
     ("clientid_prefixes", Implemented),
     (
         "connection_messages",
@@ -125,10 +118,7 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("psk_file", Refuse(PSK)),
     ("queue_qos0_messages", Implemented),
     ("retain_available", Implemented),
-    (
-        "retain_expiry_interval",
-        Warn("expired retained messages are never delivered; they are removed when replaced"),
-    ),
+    ("retain_expiry_interval", Implemented),
     ("set_tcp_nodelay", WarnUnless("true", "TCP_NODELAY is always on")),
     ("sys_interval", Implemented),
     ("upgrade_outgoing_qos", Implemented),

@@ -589,6 +589,12 @@ impl Parser {
             "retain_available" => config.retain_available = line.flag()?,
             "allow_zero_length_clientid" => config.allow_zero_length_clientid = line.flag()?,
             "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = line.flag()?,
+            "check_retain_source" => config.check_retain_source = line.flag()?,
+            "retain_expiry_interval" => {
+                let minutes = line.number(u32::MAX.into())?;
+                config.retain_expiry_interval =
+                    (minutes > 0).then(|| Duration::from_secs(minutes * 60));
+            }
             "clientid_prefixes" => config.clientid_prefixes = Some(line.one()?.to_string()),
             "persistent_client_expiration" => {
                 let value = line.one()?;

@@ -618,6 +618,10 @@ async fn finish<T: Transport>(
     connection.flush_store_ops();
     let now = Instant::now();
     let will = connection.take_will(&close);
+    let source = will
+        .as_ref()
+        .filter(|w| w.retain)
+        .and_then(|_| connection.source());
     let dropped = mailbox.set_online(false);
     trace!(dropped, "QoS 0 messages dropped at disconnect");
     Metrics::add(&broker.metrics.dropped_qos0_offline, dropped as u64);
@@ -638,7 +642,9 @@ async fn finish<T: Transport>(
             .will_delay_interval()
             .unwrap_or(0)
             .min(session.expiry_interval);
-        let message = Arc::new(will_message(will, now));
+        let mut message = will_message(will, now);
+        message.source = source;
+        let message = Arc::new(message);
         if delay == 0 {
             broker.publish(message);
         } else {
