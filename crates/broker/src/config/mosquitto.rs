@@ -451,6 +451,23 @@ mod tests {
         assert!(e.to_string().starts_with("m.conf:2: unknown option"), "{e}");
     }
 
+    /// The README tells users what happens to each option: none may be
+    /// missing from it (bridge options by family).
+    #[test]
+    fn the_readme_names_every_documented_option() {
+        let readme = include_str!("../../../../README.md");
+        for (option, _) in DOCUMENTED {
+            let family = ["bridge_", "remote_", "local_"]
+                .iter()
+                .find(|p| option.starts_with(*p))
+                .map(|p| format!("`{p}*`"));
+            let named = readme.contains(&format!("`{option}`"))
+                || readme.contains(&format!("`{option} "))
+                || family.is_some_and(|f| readme.contains(&f));
+            assert!(named, "README.md does not name `{option}`");
+        }
+    }
+
     #[test]
     fn implemented_options_set_their_fields() {
         let c = Config::parse(
