@@ -22,9 +22,12 @@ pub struct BrokerArgs {
     /// Log every type of message, whatever the file says.
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Log nothing, whatever the file says (`log_type none`).
-    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    /// Log nothing, whatever the file and -v say (`log_type none`).
+    #[arg(short = 'q', long)]
     quiet: bool,
+    /// Print the version and exit.
+    #[arg(long)]
+    version: bool,
     /// Append every TLS session's secrets to FILE, for Wireshark. Never on
     /// a production server.
     #[arg(long = "tls-keylog", value_name = "FILE")]
@@ -39,7 +42,16 @@ pub struct BrokerArgs {
     test_config: bool,
 }
 
-pub fn run(args: BrokerArgs) -> ExitCode {
+pub fn run(mut args: BrokerArgs) -> ExitCode {
+    if args.version {
+        println!(
+            "ferrymq version {} (takes Mosquitto 2.1's configuration)",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    // -q wins over -v, as in Mosquitto.
+    args.verbose &= !args.quiet;
     // The file says where logs go, so it is read before logging starts; a
     // file that cannot be read is reported through the default logger.
     let config = settings(&args);

@@ -113,6 +113,12 @@ fn signal(child: &Proc, sig: &str) {
 fn mqtt_connect(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
+    handshake(&mut s);
+    s
+}
+
+/// CONNECT (3.1.1, clean, client id "x") and a successful CONNACK.
+fn handshake(s: &mut (impl Read + Write)) {
     s.write_all(&[
         0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'x',
     ])
@@ -120,7 +126,6 @@ fn mqtt_connect(addr: &str) -> TcpStream {
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 0]);
-    s
 }
 
 #[test]
@@ -624,7 +629,7 @@ fn mosquitto_command_line_flags() {
     let mut child = Proc(
         ferrymq()
             .env_remove("RUST_LOG")
-            .args(["broker", "-q", "-c", conf.to_str().unwrap()])
+            .args(["broker", "-v", "-q", "-c", conf.to_str().unwrap()])
             .current_dir(&dir)
             .stderr(Stdio::null())
             .spawn()
@@ -641,15 +646,17 @@ fn mosquitto_command_line_flags() {
         }
     };
     unix.set_read_timeout(Some(WAIT)).unwrap();
-    unix.write_all(&[
-        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'q',
-    ])
-    .unwrap();
-    let mut ack = [0u8; 4];
-    unix.read_exact(&mut ack).unwrap();
-    assert_eq!(ack, [0x20, 2, 0, 0]);
+    handshake(&mut unix);
     drop(unix);
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child).success());
-    assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), "");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "",
+        "-q wins over -v and the file"
+    );
+
+    let version = ferrymq().args(["broker", "--version"]).output().unwrap();
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("ferrymq version "));
 }

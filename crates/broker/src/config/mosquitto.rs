@@ -109,11 +109,16 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("password_file", Implemented),
     ("per_listener_settings", Implemented),
     ("persistence", Implemented),
+    // An undocumented alias of `persistence` Mosquitto's parser accepts.
+    ("retained_persistence", Implemented),
     ("persistence_file", Implemented),
     ("persistence_location", Implemented),
     ("persistent_client_expiration", Implemented),
     ("pid_file", Implemented),
     ("plugin", Refuse(PLUGINS)),
+    // Mosquitto 2.1's named plugins: loaded once, used per listener.
+    ("plugin_load", Refuse(PLUGINS)),
+    ("plugin_use", Refuse(PLUGINS)),
     ("auth_plugin", Refuse(PLUGINS)),
     ("psk_file", Refuse(PSK)),
     ("queue_qos0_messages", Implemented),
@@ -124,7 +129,9 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("upgrade_outgoing_qos", Implemented),
     // Handled in `user_option`: it matters only when started as root.
     ("user", Implemented),
-    // Removed from Mosquitto 2 but common in older files; Mosquitto warns too.
+    // Removed from Mosquitto 2 but common in older files (Mosquitto warns
+    // about `retry_interval` and refuses `store_clean_interval`; both are
+    // harmless to ignore).
     ("retry_interval", Warn("Mosquitto 2 removed it: messages are resent on reconnect only, as MQTT 3.1.1 and 5 require")),
     ("store_clean_interval", Warn("Mosquitto 2 removed it")),
     // ---- Listeners: general options ----

@@ -62,6 +62,8 @@ struct Parser {
 struct Line<'a> {
     file: &'a str,
     number: usize,
+    /// The whole line, comments and blanks already excluded.
+    text: &'a str,
     option: &'a str,
     args: Vec<&'a str>,
 }
@@ -116,6 +118,16 @@ impl Line<'_> {
         }
     }
 
+    /// The line's text from its `n`th argument on, inner spaces kept.
+    fn rest(&self, n: usize) -> &str {
+        let mut rest = self.text;
+        for word in std::iter::once(self.option).chain(self.args.iter().take(n).copied()) {
+            rest = rest.trim_start();
+            rest = rest.strip_prefix(word).unwrap_or(rest);
+        }
+        rest.trim()
+    }
+
     fn path(&self) -> Result<PathBuf, ConfigError> {
         self.one().map(PathBuf::from)
     }
@@ -157,6 +169,7 @@ impl Config {
             let line = Line {
                 file,
                 number: index + 1,
+                text,
                 option: words.next().unwrap_or_default(),
                 args: words.collect(),
             };
@@ -631,7 +644,7 @@ impl Parser {
                     line.file, line.number
                 ));
             }
-            "persistence" => config.persistence = line.flag()?,
+            "persistence" | "retained_persistence" => config.persistence = line.flag()?,
             "persistence_location" => {
                 self.location_set = true;
                 config.persistence_location = line.path()?;
@@ -702,8 +715,12 @@ impl Parser {
         let config = &mut self.config;
         let dest = match line.args.as_slice() {
             ["stderr"] => Some(logging::LogDest::Stderr),
-            ["stdout"] => Some(logging::LogDest::Stdout),
-            ["file", path] => Some(logging::LogDest::File(PathBuf::from(path))),
+            // Every line is written out at once anyway.
+            ["stdout"] | ["stdout", "unbuffered"] => Some(logging::LogDest::Stdout),
+            // The rest of the line is the path, spaces and all, as in Mosquitto.
+            ["file", ..] if line.args.len() > 1 => {
+                Some(logging::LogDest::File(PathBuf::from(line.rest(1))))
+            }
             ["file"] => return Err(line.err("log_dest file needs a path")),
             ["none"] => None,
             [other @ ("syslog" | "topic" | "dlt" | "android")] => {
@@ -1015,6 +1032,32 @@ mod tests {
                 e.to_string().starts_with(&format!("m.conf:{line}: ")),
                 "{text:?}: {e}"
             );
+        }
+    }
+
+    /// Forms Mosquitto 2.1's parser takes beyond its man page.
+    #[test]
+    fn mosquitto_parser_forms() {
+        let c = Config::parse(
+            "log_dest file /var/log/my broker/mosquitto.log  \nlog_dest stdout unbuffered\n\
+             retained_persistence true\n",
+            "m.conf",
+        )
+        .unwrap();
+        assert_eq!(
+            c.logging.destinations(),
+            vec![
+                logging::LogDest::File("/var/log/my broker/mosquitto.log".into()),
+                logging::LogDest::Stdout
+            ]
+        );
+        assert!(c.persistence);
+        for plugin in [
+            "plugin_load dynsec /usr/lib/x.so",
+            "listener 1\nplugin_use dynsec",
+        ] {
+            let e = Config::parse(plugin, "m.conf").unwrap_err().to_string();
+            assert!(e.contains("plugins"), "{plugin}: {e}");
         }
     }
 }

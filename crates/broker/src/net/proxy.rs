@@ -153,25 +153,13 @@ pub fn parse_v2(head: &[u8; 16], body: &[u8]) -> Result<Proxied, String> {
     let source = match family {
         // TCP over IPv4: src(4) dst(4) sport(2) dport(2).
         0x11 => {
-            let ip: [u8; 4] = take(&mut rest).ok_or_else(corrupt)?;
-            let _dst: [u8; 4] = take(&mut rest).ok_or_else(corrupt)?;
-            let port: [u8; 2] = take(&mut rest).ok_or_else(corrupt)?;
-            let _dport: [u8; 2] = take(&mut rest).ok_or_else(corrupt)?;
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(ip)),
-                u16::from_be_bytes(port),
-            ))
+            let (ip, port) = addresses::<4>(&mut rest).ok_or_else(corrupt)?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
         }
         // TCP over IPv6: src(16) dst(16) sport(2) dport(2).
         0x21 => {
-            let ip: [u8; 16] = take(&mut rest).ok_or_else(corrupt)?;
-            let _dst: [u8; 16] = take(&mut rest).ok_or_else(corrupt)?;
-            let port: [u8; 2] = take(&mut rest).ok_or_else(corrupt)?;
-            let _dport: [u8; 2] = take(&mut rest).ok_or_else(corrupt)?;
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(ip)),
-                u16::from_be_bytes(port),
-            ))
+            let (ip, port) = addresses::<16>(&mut rest).ok_or_else(corrupt)?;
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
         }
         // UNIX stream: src(108) dst(108); no socket address for it.
         0x31 => {
@@ -193,6 +181,16 @@ fn take<const N: usize>(buf: &mut &[u8]) -> Option<[u8; N]> {
     let (first, rest) = buf.split_first_chunk::<N>()?;
     *buf = rest;
     Some(*first)
+}
+
+/// Source and destination addresses of `N` bytes, then their ports: the
+/// source's address and port.
+fn addresses<const N: usize>(buf: &mut &[u8]) -> Option<([u8; N], u16)> {
+    let source: [u8; N] = take(buf)?;
+    let _destination: [u8; N] = take(buf)?;
+    let port = u16::from_be_bytes(take(buf)?);
+    let _destination_port: [u8; 2] = take(buf)?;
+    Some((source, port))
 }
 
 /// One type-length-value: its type and value, `buf` moving past it.
