@@ -109,6 +109,11 @@ pub struct Config {
     /// messages whose Message Expiry Interval has passed are removed; unset,
     /// they are skipped when read and removed when replaced.
     pub retain_expiry_interval: Option<Duration>,
+    /// `memory_limit` (bytes; 0 in the file: none): while the heap (counted
+    /// by [`crate::heap::Counting`], which the `ferrymq` binary installs)
+    /// is at the limit, new clients are refused and a PUBLISH disconnects
+    /// its publisher unacknowledged.
+    pub memory_limit: Option<usize>,
     /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even when
     /// the message was published at a lower one (non-standard).
     pub upgrade_outgoing_qos: bool,
@@ -189,6 +194,7 @@ impl Default for Config {
             persistent_client_expiration: None,
             clientid_prefixes: None,
             check_retain_source: true,
+            memory_limit: None,
             retain_expiry_interval: None,
             upgrade_outgoing_qos: false,
             max_queue_stall: Duration::from_secs(5),

@@ -339,6 +339,15 @@ pub async fn accept(
         u32::MAX
     };
 
+    // `memory_limit`: no new client while the heap is at the limit (3.x
+    // closed without an answer, as for `global_max_clients`).
+    if crate::heap::over(config.memory_limit) {
+        return Err(Refused {
+            answered: v5,
+            ..refuse(ReasonCode::ServerBusy, "memory_limit reached")
+        });
+    }
+
     // `global_max_clients`: sessions, connected or not, at most; taking up
     // one's own session again is no new one. As Mosquitto 2.1: MQTT 5 is
     // told 0x89 Server busy, 3.x is closed without a CONNACK.

@@ -20,6 +20,7 @@ pub mod broker;
 pub mod census;
 pub mod config;
 pub mod handshake;
+pub mod heap;
 pub mod http;
 pub mod mailbox;
 pub mod message;
@@ -79,6 +80,12 @@ impl Server {
             Some((w, l)) => (Some(w), Some(l)),
             None => (None, None),
         };
+        if config.memory_limit.is_some() && heap::current() == 0 {
+            tracing::warn!(
+                "memory_limit is set, but this program does not count its heap \
+                 (ferrymq_broker::heap::Counting is not its global allocator): no limit applies"
+            );
+        }
         let security = security::Security::load(&config).map_err(std::io::Error::other)?;
         let broker = Broker::with_parts(config, writer, security);
         let shutdown = CancellationToken::new();

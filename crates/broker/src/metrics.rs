@@ -125,6 +125,8 @@ pub struct Disconnects {
     pub taken_over: AtomicU64,
     pub server_shutdown: AtomicU64,
     pub administrative: AtomicU64,
+    /// A PUBLISH arrived while the heap was at `memory_limit`.
+    pub memory_limit: AtomicU64,
 }
 
 impl Disconnects {
@@ -137,11 +139,12 @@ impl Disconnects {
             Close::TakenOver => &self.taken_over,
             Close::ServerShutdown => &self.server_shutdown,
             Close::Administrative => &self.administrative,
+            Close::MemoryLimit => &self.memory_limit,
         }
     }
 
     /// (label, counter) for every reason.
-    pub fn all(&self) -> [(&'static str, &AtomicU64); 7] {
+    pub fn all(&self) -> [(&'static str, &AtomicU64); 8] {
         [
             ("client_disconnect", &self.client),
             ("protocol_error", &self.protocol_error),
@@ -150,6 +153,7 @@ impl Disconnects {
             ("session_taken_over", &self.taken_over),
             ("server_shutdown", &self.server_shutdown),
             ("administrative_action", &self.administrative),
+            ("memory_limit", &self.memory_limit),
         ]
     }
 }

@@ -44,6 +44,11 @@ pub enum Close {
     ServerShutdown,
     /// Disconnected through the admin API.
     Administrative,
+    /// A PUBLISH arrived while the heap was at `memory_limit`: it is not
+    /// routed nor acknowledged, and the publisher is disconnected (as
+    /// Mosquitto does when an allocation fails past the limit), to send it
+    /// again later.
+    MemoryLimit,
 }
 
 impl Close {
@@ -72,6 +77,7 @@ impl Close {
             Close::TakenOver => Some(ReasonCode::SessionTakenOver),
             Close::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
             Close::Administrative => Some(ReasonCode::AdministrativeAction),
+            Close::MemoryLimit => Some(ReasonCode::QuotaExceeded),
             Close::Disconnect { .. } | Close::Lost(_) => None,
         }
     }
@@ -87,6 +93,7 @@ impl std::fmt::Display for Close {
             Close::TakenOver => f.write_str("session taken over"),
             Close::ServerShutdown => f.write_str("server shutting down"),
             Close::Administrative => f.write_str("disconnected by an administrator"),
+            Close::MemoryLimit => f.write_str("PUBLISH with the heap at memory_limit"),
         }
     }
 }
@@ -514,6 +521,9 @@ impl Connection {
 
     fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
         self.tally.publish_in(publish.qos, publish.payload.len());
+        if crate::heap::over(self.broker.config.memory_limit) {
+            return Err(Close::MemoryLimit);
+        }
         if publish
             .properties
             .subscription_identifiers()

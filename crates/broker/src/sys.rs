@@ -2,9 +2,10 @@
 //! Mosquitto's topic names (mosquitto(8), "SYS TOPICS"), refreshed every
 //! `sys_interval`.
 //!
-//! Not published: `heap/current` and `heap/maximum` (Mosquitto has them
-//! only when built with memory tracking; ferrymq does not track its heap),
-//! and the per-bridge `connection/...` topics (no bridges yet).
+//! `heap/current` and `heap/maximum` are published when the heap is
+//! counted ([`crate::heap::Counting`], as the `ferrymq` binary does;
+//! Mosquitto has them when built with memory tracking). Not published: the
+//! per-bridge `connection/...` topics (no bridges yet).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -227,6 +228,16 @@ pub fn topics(broker: &Broker, loads: &Loads) -> Vec<(String, String)> {
         out.push((
             format!("$SYS/broker/publish/messages/dropped/{cause}"),
             Metrics::get(counter).to_string(),
+        ));
+    }
+    if crate::heap::current() > 0 {
+        out.push((
+            "$SYS/broker/heap/current".into(),
+            crate::heap::current().to_string(),
+        ));
+        out.push((
+            "$SYS/broker/heap/maximum".into(),
+            crate::heap::peak().to_string(),
         ));
     }
     out.extend(loads.topics());

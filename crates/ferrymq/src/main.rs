@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The system allocator, counted: `memory_limit` and `$SYS/broker/heap/*`
+/// read the count.
+#[global_allocator]
+static HEAP: ferrymq_broker::heap::Counting = ferrymq_broker::heap::Counting;
+
 #[derive(Debug, Parser)]
 #[command(name = "ferrymq", version, about = "MQTT broker and MQTT toolkit")]
 struct Cli {

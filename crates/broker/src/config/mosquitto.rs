@@ -97,14 +97,7 @@ pub const DOCUMENTED: &[(&str, Handling)] = &[
     ("max_packet_size", Implemented),
     ("max_queued_bytes", Implemented),
     ("max_queued_messages", Implemented),
-    (
-        "memory_limit",
-        RefuseUnless(
-            "0",
-            "a heap limit is not enforced; bound memory with max_queued_messages, \
-             max_queued_bytes, max_packet_size and max_connections",
-        ),
-    ),
+    ("memory_limit", Implemented),
     ("message_size_limit", Implemented),
     ("password_file", Implemented),
     ("per_listener_settings", Implemented),

@@ -603,6 +603,11 @@ impl Parser {
             "allow_zero_length_clientid" => config.allow_zero_length_clientid = line.flag()?,
             "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = line.flag()?,
             "check_retain_source" => config.check_retain_source = line.flag()?,
+            "memory_limit" => {
+                let bytes = line.number(u64::MAX)?;
+                config.memory_limit =
+                    (bytes > 0).then(|| usize::try_from(bytes).unwrap_or(usize::MAX));
+            }
             "retain_expiry_interval" => {
                 let minutes = line.number(u32::MAX.into())?;
                 config.retain_expiry_interval =
