@@ -374,9 +374,10 @@ pub async fn accept(
             Claim::Busy {
                 kick: other_kick,
                 done: other_done,
+                session: other,
             } => {
                 debug!("taking over the session of a connected client");
-                other_kick.cancel();
+                Claim::kick(&other_kick, other.as_ref());
                 if tokio::time::timeout_at(deadline, other_done.cancelled())
                     .await
                     .is_err()

@@ -62,6 +62,8 @@ pub struct Server {
     wrappings: Vec<Arc<net::transport::Wrapping>>,
     /// Every security domain, for `reload_security`.
     securities: Vec<Arc<security::Security>>,
+    /// The event-loop shards of plain TCP connections.
+    shards: Arc<net::shard::Shards>,
 }
 
 impl Server {
@@ -99,6 +101,9 @@ impl Server {
         let mut addrs = Vec::new();
         let mut wrappings = Vec::new();
         let mut limits = std::collections::HashMap::new();
+        // One event-loop shard per worker thread for plain TCP connections.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let shards = net::shard::Shards::start(&broker, workers, &tracker, &shutdown)?;
         let key_log = match &broker.config.tls_keylog {
             Some(path) => {
                 tracing::warn!(
@@ -195,6 +200,7 @@ impl Server {
                 settings: listener.clone(),
                 security,
                 limit,
+                shards: Some(shards.clone()),
             });
             tracker.spawn(net::listener::accept_loop(
                 broker.clone(),
@@ -249,6 +255,7 @@ impl Server {
             tracker,
             wrappings,
             securities,
+            shards,
         })
     }
 
@@ -272,6 +279,11 @@ impl Server {
     /// previous files and the error names the one that failed.
     pub fn reload_tls(&self) -> Result<usize, String> {
         net::tls::reload(&self.wrappings)
+    }
+
+    /// Plain TCP connections the event-loop shards hold now.
+    pub fn shard_connections(&self) -> usize {
+        self.shards.connections()
     }
 
     /// The bound addresses, in listener order (useful with port 0).

@@ -31,8 +31,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ferrymq_codec::QoS;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use crate::message::Delivery;
 
@@ -212,7 +214,7 @@ impl Held<'_> {
         drop(inner);
         // `held` is taken: the guard's drop finds nothing left to do.
         if wake {
-            mailbox.notify.notify_one();
+            mailbox.signal.notify();
         }
         dropped
     }
@@ -226,8 +228,38 @@ impl Drop for Held<'_> {
             inner.queue.extend(held);
             drop(inner);
             if wake {
-                self.mailbox.notify.notify_one();
+                self.mailbox.signal.notify();
             }
+        }
+    }
+}
+
+/// The wake-up of a mailbox's one consumer, the connection that drains
+/// it (a task, or a shard of the event loop): a flag that something
+/// happened, and whom to wake. A wake-up with nobody waiting is kept in the
+/// flag, as `Notify::notify_one` keeps a permit.
+#[derive(Debug, Default)]
+struct Signal {
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn notify(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A notification between the check and the registration.
+        if self.pending.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -236,7 +268,7 @@ impl Drop for Held<'_> {
 #[derive(Debug)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
-    notify: Notify,
+    signal: Signal,
     limits: Limits,
 }
 
@@ -252,7 +284,7 @@ impl Mailbox {
                 progress: Instant::now(),
                 high_water: 0,
             }),
-            notify: Notify::new(),
+            signal: Signal::default(),
             limits: limits.into(),
         })
     }
@@ -306,7 +338,7 @@ impl Mailbox {
         inner.append_sized(delivery, size);
         drop(inner);
         if wake {
-            self.notify.notify_one();
+            self.signal.notify();
         }
         outcome
     }
@@ -402,7 +434,7 @@ impl Mailbox {
         if online {
             inner.progress = Instant::now();
             drop(inner);
-            self.notify.notify_one();
+            self.signal.notify();
             return 0;
         }
         let waiters = std::mem::take(&mut inner.waiters);
@@ -421,12 +453,23 @@ impl Mailbox {
 
     /// Wakes the session's connection task.
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.signal.notify();
     }
 
     /// Resolves when something was pushed since the last call.
     pub async fn notified(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| self.signal.poll(cx)).await;
+    }
+
+    /// Has `waker` called on the next wake-up (an event-loop shard's
+    /// connection, instead of a task awaiting [`Mailbox::notified`]).
+    pub fn set_waker(&self, waker: &Waker) {
+        self.signal.waker.register(waker);
+    }
+
+    /// Whether a wake-up came since the last call (and clears it).
+    pub fn take_wake(&self) -> bool {
+        self.signal.pending.swap(false, Ordering::AcqRel)
     }
 
     /// The share groups through which the queued deliveries came, with
@@ -573,9 +616,7 @@ mod tests {
             sub.pop_if(|_| true);
         }
         assert!(sub.wait_for_room(&publisher, now).is_none());
-        let woken = publisher.notify.notified();
-        tokio::pin!(woken);
-        assert!(woken.as_mut().enable(), "the publisher's task was woken");
+        assert!(publisher.take_wake(), "the publisher's task was woken");
     }
 
     /// A full queue that makes no progress for `stall` is treated as

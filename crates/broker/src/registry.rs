@@ -76,11 +76,24 @@ pub enum Claim {
     Resumed(Box<SessionState>),
     /// No session existed.
     Fresh,
-    /// Another connection holds it: cancel `kick`, wait for `done`, retry.
+    /// Another connection holds it: cancel `kick`, wake it (see
+    /// [`Claim::wake`]), wait for `done`, retry.
     Busy {
         kick: CancellationToken,
         done: CancellationToken,
+        session: Option<Arc<SessionShared>>,
     },
+}
+
+impl Claim {
+    /// Cancels a busy slot's connection: a connection in an event-loop
+    /// shard learns of its kick when its mailbox wakes it.
+    pub fn kick(kick: &CancellationToken, session: Option<&Arc<SessionShared>>) {
+        kick.cancel();
+        if let Some(session) = session {
+            session.mailbox.wake();
+        }
+    }
 }
 
 fn view(client_id: &Arc<str>, slot: &Slot) -> SessionView {
@@ -123,10 +136,14 @@ impl Registry {
         done: &CancellationToken,
     ) -> Claim {
         let mut inner = self.inner.lock();
-        if let Some(Slot::Connected { kick, done, .. }) = inner.slots.get(client_id) {
+        if let Some(Slot::Connected {
+            kick, done, info, ..
+        }) = inner.slots.get(client_id)
+        {
             return Claim::Busy {
                 kick: kick.clone(),
                 done: done.clone(),
+                session: info.as_ref().map(|i| i.session.clone()),
             };
         }
         let previous = inner.slots.insert(
@@ -259,10 +276,13 @@ impl Registry {
         let mut inner = self.inner.lock();
         match inner.slots.get_mut(client_id) {
             Some(Slot::Connected {
-                kick, admin_kick, ..
+                kick,
+                admin_kick,
+                info,
+                ..
             }) => {
                 *admin_kick = true;
-                kick.cancel();
+                Claim::kick(kick, info.as_ref().map(|i| &i.session));
                 true
             }
             _ => false,

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, Instrument};
 
 use crate::config::ListenerConfig;
-use crate::net::listener::Endpoint;
+use crate::net::listener::{Endpoint, Permits};
+use crate::net::shard::{self, HandOver};
+use crate::net::transport::Gone;
 
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
@@ -31,9 +33,9 @@ use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
 use crate::registry::ConnectionInfo;
 
 /// Smallest read buffer allocated when data arrives.
-const READ_CHUNK: usize = 4 * 1024;
+pub(crate) const READ_CHUNK: usize = 4 * 1024;
 /// Packets handled between two yields to the scheduler.
-const FAIR_SHARE: usize = 64;
+pub(crate) const FAIR_SHARE: usize = 64;
 /// Above this much unsent output, stop reading from the client until it
 /// drains: a client that writes but never reads cannot grow us unbounded.
 const WRITE_BACKPRESSURE: usize = 1024 * 1024;
@@ -82,6 +84,7 @@ pub async fn serve(
     peer: Option<SocketAddr>,
     shutdown: CancellationToken,
     endpoint: Arc<Endpoint>,
+    permits: Permits,
 ) {
     let span = conn_span(peer);
     async move {
@@ -107,7 +110,7 @@ pub async fn serve(
         .await;
         if let Some(accepted) = accepted {
             tracing::Span::current().record("client_id", &*accepted.client_id);
-            run(broker, io, accepted, shutdown).await;
+            run(broker, io, accepted, shutdown, Some(permits)).await;
         }
     }
     .instrument(span)
@@ -130,7 +133,7 @@ pub(crate) async fn connection<T: Transport>(
     let accepted = Box::pin(open(&broker, &mut io, &shutdown, identity, endpoint, peer)).await;
     if let Some(accepted) = accepted {
         tracing::Span::current().record("client_id", &*accepted.client_id);
-        run(broker, io, accepted, shutdown).await;
+        run(broker, io, accepted, shutdown, None).await;
     }
 }
 
@@ -280,8 +283,8 @@ async fn refuse<T: Transport>(
 }
 
 pub(crate) struct Io<T = TcpStream> {
-    stream: T,
-    rbuf: BytesMut,
+    pub(crate) stream: T,
+    pub(crate) rbuf: BytesMut,
 }
 
 impl<T: Transport> Io<T> {
@@ -335,7 +338,7 @@ impl<T: Transport> Io<T> {
     }
 
     /// Lets go of an empty read buffer, so an idle connection holds none.
-    fn shrink(&mut self) {
+    pub(crate) fn shrink(&mut self) {
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
@@ -408,51 +411,210 @@ async fn read_connect<T: Transport>(
     }
 }
 
+/// Serves an accepted connection to its end. A plain TCP connection is
+/// handed to an event-loop shard once its CONNACK is out (see
+/// `net::shard`): no task waits on it while it idles. Any other is served
+/// by this task's loop.
 async fn run<T: Transport>(
     broker: Arc<Broker>,
     mut io: Io<T>,
     accepted: Accepted,
     shutdown: CancellationToken,
+    permits: Option<Permits>,
 ) {
-    let Accepted {
-        mut connection,
-        client_id,
-        kick,
-        done,
-        connection_id,
-        keep_alive,
-    } = accepted;
-    // Whatever happens below, even a panic, the registry slot is released
-    // and a waiting takeover is let through.
-    let slot_guard = SlotGuard {
-        broker: broker.clone(),
-        client_id: client_id.clone(),
-        connection_id,
-        done,
-    };
-    let mailbox = connection.session.shared.mailbox.clone();
-    mailbox.set_online(true);
-    broker.metrics.client_connected();
-    info!(protocol = %connection.protocol, keep_alive, "client connected");
-
-    // [MQTT-3.1.2-24]: one and a half times the keep-alive.
-    let keep_alive_limit =
-        (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-    let mut last_read = Instant::now();
-    let mut since_yield = 0;
-
+    let mut live = Live::start(&broker, accepted);
     // Packets the client sent right behind CONNECT, already read.
-    let pipelined = if io.rbuf.is_empty() {
-        Ok((0, false))
-    } else {
-        process_input(&mut connection, &mut io.rbuf, &broker, last_read)
-    };
+    let first = live.input(&mut io.rbuf, &broker, live.last_read);
     io.shrink();
-    let close = match pipelined {
+    let close = match first {
         Err(close) => close,
-        // `leftover`: packets read and not yet handled, left in the buffer
-        // by a pause (see `Connection::blocked`).
-        Ok((_, mut leftover)) => loop {
+        Ok(_) => match shard::hand_over(io, live, permits) {
+            HandOver::Taken => return,
+            HandOver::Lost(live, close, permits) => {
+                let gone = Io {
+                    stream: Gone,
+                    rbuf: BytesMut::new(),
+                };
+                live.finish(broker, gone, close, shutdown).await;
+                drop(permits);
+                return;
+            }
+            HandOver::Kept(back, kept, permits) => {
+                io = back;
+                live = kept;
+                let close = live.serve(&broker, &mut io, &shutdown).await;
+                live.finish(broker, io, close, shutdown).await;
+                drop(permits);
+                return;
+            }
+        },
+    };
+    live.finish(broker, io, close, shutdown).await;
+}
+
+/// A connection after its CONNACK: what its task, or its shard, holds
+/// between two rounds of reading, handling and writing.
+pub(crate) struct Live {
+    pub(crate) connection: Box<Connection>,
+    pub(crate) client_id: Arc<str>,
+    /// Cancelled by a takeover, the admin API or the broker's shutdown.
+    pub(crate) kick: CancellationToken,
+    pub(crate) connection_id: u64,
+    /// [MQTT-3.1.2-24]: one and a half times the keep-alive.
+    keep_alive_limit: Option<Duration>,
+    pub(crate) last_read: Instant,
+    /// Packets read and not yet handled, left in the buffer by a pause
+    /// (see `Connection::blocked`).
+    pub(crate) leftover: bool,
+    /// Whatever happens, even a panic, the registry slot is released and a
+    /// waiting takeover is let through.
+    slot_guard: SlotGuard,
+}
+
+/// What a live connection waits for after a round.
+pub(crate) struct Waits {
+    /// The socket is to be read: not paused, output not backed up.
+    pub(crate) reading: bool,
+    /// Paused: a subscriber this client feeds is full, or its store writes
+    /// outran the disk. Not read meanwhile, and not blamed for the silence.
+    pub(crate) paused: bool,
+    /// When to look again: the instant a full queue would count as stalled
+    /// while paused, else the keep-alive deadline.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Live {
+    fn start(broker: &Arc<Broker>, accepted: Accepted) -> Live {
+        let Accepted {
+            connection,
+            client_id,
+            kick,
+            done,
+            connection_id,
+            keep_alive,
+        } = accepted;
+        let slot_guard = SlotGuard {
+            broker: broker.clone(),
+            client_id: client_id.clone(),
+            connection_id,
+            done,
+        };
+        connection.session.shared.mailbox.set_online(true);
+        broker.metrics.client_connected();
+        info!(protocol = %connection.protocol, keep_alive, "client connected");
+        Live {
+            connection,
+            client_id,
+            kick,
+            connection_id,
+            keep_alive_limit: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_read: Instant::now(),
+            leftover: false,
+            slot_guard,
+        }
+    }
+
+    /// Handles the packets read into `rbuf`, up to a pause; returns how
+    /// many.
+    pub(crate) fn input(
+        &mut self,
+        rbuf: &mut BytesMut,
+        broker: &Broker,
+        now: Instant,
+    ) -> Result<usize, Close> {
+        let (n, stopped) = process_input(&mut self.connection, rbuf, broker, now)?;
+        self.leftover = stopped;
+        Ok(n)
+    }
+
+    /// One round of work between two waits: input left by a pause (once
+    /// it is lifted), queued deliveries, store writes, acknowledgements,
+    /// counters. Returns how many packets it handled, and whether queued
+    /// deliveries were left behind by a full output buffer.
+    pub(crate) fn round(
+        &mut self,
+        rbuf: &mut BytesMut,
+        broker: &Broker,
+        now: Instant,
+    ) -> Result<(usize, bool), Close> {
+        let mut handled = 0;
+        if self.leftover && self.connection.blocked(now).is_none() {
+            handled = self.input(rbuf, broker, now)?;
+        }
+        let connection = &mut self.connection;
+        let more_queued = connection.drain_mailbox(now);
+        connection.flush_store_ops();
+        connection.flush_acks();
+        // Counted before the replies go out, so a client that sees its
+        // answer also sees it counted in `$SYS` and `/metrics`.
+        connection.tally.flush(&broker.metrics);
+        Ok((handled, more_queued))
+    }
+
+    /// After a round's writes: what to wait for.
+    pub(crate) fn waits(&mut self, now: Instant) -> Waits {
+        let connection = &mut self.connection;
+        if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
+            connection.out = BytesMut::new();
+        }
+        let (paused, deadline) = match connection.blocked(now) {
+            Some(stall) => (true, stall),
+            None => (
+                false,
+                self.keep_alive_limit.map(|limit| self.last_read + limit),
+            ),
+        };
+        if paused {
+            self.last_read = now;
+        }
+        Waits {
+            reading: connection.out.len() < WRITE_BACKPRESSURE && !paused,
+            paused,
+            deadline,
+        }
+    }
+
+    /// When to look at the connection again if nothing happens (see
+    /// [`Waits::deadline`]).
+    pub(crate) fn deadline(&mut self, now: Instant) -> Option<Instant> {
+        match self.connection.blocked(now) {
+            Some(stall) => stall,
+            None => self.keep_alive_limit.map(|limit| self.last_read + limit),
+        }
+    }
+
+    /// Whether the client has been silent past its keep-alive at `now`.
+    pub(crate) fn timed_out(&self, now: Instant) -> bool {
+        self.keep_alive_limit
+            .is_some_and(|limit| now.saturating_duration_since(self.last_read) >= limit)
+    }
+
+    /// Why a connection whose `kick` was cancelled ends.
+    pub(crate) fn kicked(&self, broker: &Broker, shutdown: &CancellationToken) -> Close {
+        if shutdown.is_cancelled() {
+            Close::ServerShutdown
+        } else if broker
+            .registry
+            .kicked_by_admin(&self.client_id, self.connection_id)
+        {
+            Close::Administrative
+        } else {
+            Close::TakenOver
+        }
+    }
+
+    /// The task's loop: rounds, writes, and waits for the socket, the
+    /// mailbox, a kick or a deadline.
+    async fn serve<T: Transport>(
+        &mut self,
+        broker: &Arc<Broker>,
+        io: &mut Io<T>,
+        shutdown: &CancellationToken,
+    ) -> Close {
+        let mailbox = self.connection.session.shared.mailbox.clone();
+        let mut since_yield = 0;
+        loop {
             if since_yield >= FAIR_SHARE {
                 // Fairness: a client that floods us must not hold a worker
                 // thread while others wait ([issue 3]: Mosquitto served one
@@ -461,42 +623,21 @@ async fn run<T: Transport>(
                 tokio::task::yield_now().await;
             }
             let now = Instant::now();
-            if leftover && connection.blocked(now).is_none() {
-                match process_input(&mut connection, &mut io.rbuf, &broker, now) {
-                    Ok((n, stopped)) => (since_yield, leftover) = (since_yield + n, stopped),
-                    Err(close) => break close,
+            let more_queued = match self.round(&mut io.rbuf, broker, now) {
+                Ok((n, more)) => {
+                    since_yield += n;
+                    more
                 }
-                io.shrink();
-            }
-            let more_queued = connection.drain_mailbox(now);
-            connection.flush_store_ops();
-            connection.flush_acks();
-            // Counted before the replies go out, so a client that sees its
-            // answer also sees it counted in `$SYS` and `/metrics`.
-            connection.tally.flush(&broker.metrics);
-            if let Err(e) = io.write_now(&mut connection.out) {
-                break Close::Lost(e.to_string());
-            }
-            if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
-                connection.out = BytesMut::new();
-            }
-
-            // Paused: a subscriber this client feeds is full, or its store
-            // writes outran the disk. Not read meanwhile, and not blamed
-            // for the silence (keep-alive).
-            // While paused, the deadline is the instant a full queue would
-            // count as stalled; else the keep-alive deadline.
-            let (paused, deadline) = match connection.blocked(now) {
-                Some(stall) => (true, stall),
-                None => (false, keep_alive_limit.map(|limit| last_read + limit)),
+                Err(close) => return close,
             };
-            if paused {
-                last_read = now;
+            io.shrink();
+            if let Err(e) = io.write_now(&mut self.connection.out) {
+                return Close::Lost(e.to_string());
             }
-            let reading = connection.out.len() < WRITE_BACKPRESSURE && !paused;
-            let writing = !connection.out.is_empty();
+            let waits = self.waits(now);
+            let writing = !self.connection.out.is_empty();
             // One readiness future for both directions keeps the task small.
-            let interest = match (reading, writing) {
+            let interest = match (waits.reading, writing) {
                 (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
                 (true, false) => Some(Interest::READABLE),
                 (false, true) => Some(Interest::WRITABLE),
@@ -505,23 +646,15 @@ async fn run<T: Transport>(
             tokio::select! {
                 biased;
                 // `kick` is a child of the shutdown token: it fires for both.
-                () = kick.cancelled() => {
-                    break if shutdown.is_cancelled() {
-                        Close::ServerShutdown
-                    } else if broker.registry.kicked_by_admin(&client_id, connection_id) {
-                        Close::Administrative
-                    } else {
-                        Close::TakenOver
-                    };
-                }
+                () = self.kick.cancelled() => return self.kicked(broker, shutdown),
                 // Not polled without an interest: a paused connection with
                 // nothing to write waits for a wake-up alone.
                 r = io.stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
                     let ready = match r {
                         Ok(ready) => ready,
-                        Err(e) => break Close::Lost(e.to_string()),
+                        Err(e) => return Close::Lost(e.to_string()),
                     };
-                    if !reading || !(ready.is_readable() || ready.is_read_closed()) {
+                    if !waits.reading || !(ready.is_readable() || ready.is_read_closed()) {
                         continue;
                     }
                     match io.try_read() {
@@ -529,16 +662,16 @@ async fn run<T: Transport>(
                             io.shrink();
                             continue;
                         }
-                        Ok(Some(0)) => break Close::Lost("closed by peer".into()),
-                        Ok(Some(n)) => connection.tally.bytes_received += n as u64,
-                        Err(e) => break Close::Lost(e.to_string()),
+                        Ok(Some(0)) => return Close::Lost("closed by peer".into()),
+                        Ok(Some(n)) => self.connection.tally.bytes_received += n as u64,
+                        Err(e) => return Close::Lost(e.to_string()),
                     }
-                    last_read = Instant::now();
-                    let result = process_input(&mut connection, &mut io.rbuf, &broker, last_read);
+                    self.last_read = Instant::now();
+                    let result = self.input(&mut io.rbuf, broker, self.last_read);
                     io.shrink();
                     match result {
-                        Ok((n, stopped)) => (since_yield, leftover) = (since_yield + n, stopped),
-                        Err(close) => break close,
+                        Ok(n) => since_yield += n,
+                        Err(close) => return close,
                     }
                 }
                 // New deliveries, acknowledgements the store has released,
@@ -547,26 +680,41 @@ async fn run<T: Transport>(
                 // Queued deliveries left behind by a full buffer that has since
                 // been written: go round again, after the branches above had
                 // their turn.
-                () = std::future::ready(()), if more_queued && connection.out.len() < WRITE_HIGH_WATER => {}
-                () = sleep_until(deadline) => {
-                    let idle = keep_alive_limit.is_some_and(|limit| last_read.elapsed() >= limit);
-                    if !paused && idle {
-                        break Close::KeepAliveTimeout;
+                () = std::future::ready(()), if more_queued && self.connection.out.len() < WRITE_HIGH_WATER => {}
+                () = sleep_until(waits.deadline) => {
+                    if !waits.paused && self.timed_out(Instant::now()) {
+                        return Close::KeepAliveTimeout;
                     }
                 }
             }
-        },
-    };
-    // The rest is boxed: its state lives only while a connection ends,
-    // and inline it would add to every connection's task for good.
-    let ending = Ending {
-        broker,
-        client_id,
-        connection_id,
-        shutdown,
-        slot_guard,
-    };
-    Box::pin(finish(ending, io, connection, close)).await;
+        }
+    }
+
+    /// Ends the connection; its state lives in a boxed future only while
+    /// it ends (inline it would add to every connection's task for good).
+    pub(crate) async fn finish<T: Transport>(
+        self,
+        broker: Arc<Broker>,
+        io: Io<T>,
+        close: Close,
+        shutdown: CancellationToken,
+    ) {
+        let Live {
+            connection,
+            client_id,
+            connection_id,
+            slot_guard,
+            ..
+        } = self;
+        let ending = Ending {
+            broker,
+            client_id,
+            connection_id,
+            shutdown,
+            slot_guard,
+        };
+        Box::pin(finish(ending, io, connection, close)).await;
+    }
 }
 
 /// What [`finish`] needs besides the socket, the state and the reason.

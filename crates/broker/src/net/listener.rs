@@ -32,6 +32,17 @@ pub struct Endpoint {
     /// `max_connections`: a connection beyond it is accepted and closed at
     /// once, as Mosquitto does (the global limit instead stops accepting).
     pub limit: Option<Arc<Semaphore>>,
+    /// Where plain TCP connections live once accepted (`None`: in their
+    /// tasks).
+    pub shards: Option<Arc<crate::net::shard::Shards>>,
+}
+
+/// A connection's places under the global and the listener's limits,
+/// given back when it ends (wherever it lives by then).
+#[derive(Debug)]
+pub struct Permits {
+    _global: OwnedSemaphorePermit,
+    _listener: Option<OwnedSemaphorePermit>,
 }
 
 /// A bound listening socket.
@@ -134,10 +145,10 @@ pub async fn accept_loop(
         // awaited future, twice for the connection's whole life (and tokio
         // rounds a task up to 128 bytes).
         match (stream, &wrapping, endpoint.settings.proxy_protocol) {
-            (Stream::Tcp(stream), None, None) => tracker.spawn(
-                driver::serve(broker, stream, peer, shutdown, endpoint)
-                    .map(move |()| drop(permits)),
-            ),
+            // The permits go with the connection: into a shard, perhaps.
+            (Stream::Tcp(stream), None, None) => tracker.spawn(driver::serve(
+                broker, stream, peer, shutdown, endpoint, permits,
+            )),
             // PROXY header, TLS and WebSocket handshakes run in the new task.
             (stream, wrapping, _) => tracker.spawn(
                 transport::serve_wrapped(
@@ -156,17 +167,15 @@ pub async fn accept_loop(
 
 /// The global permit joined by one of the listener's own, if it has a
 /// limit; `None` when that limit is reached.
-fn listener_permit(
-    endpoint: &Endpoint,
-    global: OwnedSemaphorePermit,
-) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
-    match &endpoint.limit {
-        None => Some((global, None)),
-        Some(limit) => {
-            let own = limit.clone().try_acquire_owned().ok()?;
-            Some((global, Some(own)))
-        }
-    }
+fn listener_permit(endpoint: &Endpoint, global: OwnedSemaphorePermit) -> Option<Permits> {
+    let listener = match &endpoint.limit {
+        None => None,
+        Some(limit) => Some(limit.clone().try_acquire_owned().ok()?),
+    };
+    Some(Permits {
+        _global: global,
+        _listener: listener,
+    })
 }
 
 /// Binds a listener's socket, logging a clear error on failure.

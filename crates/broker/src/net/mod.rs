@@ -5,6 +5,7 @@ pub mod driver;
 pub mod enhanced_auth;
 pub mod listener;
 pub mod proxy;
+pub mod shard;
 pub mod tls;
 pub mod transport;
 pub mod x509;

@@ -54,6 +54,46 @@ pub(crate) trait Transport: Send + 'static {
     /// Ends our side of the stream and leaves the client's open: TCP FIN
     /// (`shutdown(Write)`), TLS close_notify, WebSocket Close.
     fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send + '_;
+    /// The plain TCP socket underneath, out of the runtime's reactor, for
+    /// an event-loop shard (`net::shard`); `Err(self)` for any other
+    /// transport, which stays with its task. `Ok(Err(_))`: it was one, and
+    /// is gone (the reactor no longer knew it).
+    fn into_tcp(self) -> Result<io::Result<std::net::TcpStream>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
+}
+
+/// A stream already closed: what a connection whose socket was lost in a
+/// hand-over ends with.
+pub(crate) struct Gone;
+
+impl Transport for Gone {
+    fn ready(&mut self, _: Interest) -> impl Future<Output = io::Result<Ready>> + Send + '_ {
+        std::future::ready(Err(io::ErrorKind::NotConnected.into()))
+    }
+
+    fn try_read_buf(&mut self, _: &mut BytesMut) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    fn try_write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::NotConnected.into())
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        std::future::ready(Ok(()))
+    }
+
+    fn close(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
+
+    fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
 }
 
 impl Transport for TcpStream {
@@ -79,6 +119,10 @@ impl Transport for TcpStream {
 
     async fn shutdown_write(&mut self) {
         let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
+    }
+
+    fn into_tcp(self) -> Result<io::Result<std::net::TcpStream>, Self> {
+        Ok(TcpStream::into_std(self))
     }
 }
 
