@@ -96,6 +96,11 @@ pub struct ConnArgs {
     /// connection (read from /proc).
     #[arg(long = "broker-pid")]
     pub broker_pid: Option<u32>,
+    /// Once connected, each client subscribes to this filter (QoS 1; %i is
+    /// the client number, from 1); repeat for several. The memory figure
+    /// then includes the subscriptions.
+    #[arg(long = "subscribe", value_name = "FILTER")]
+    pub subscribe: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

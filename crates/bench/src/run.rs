@@ -464,6 +464,41 @@ pub async fn run_sub(args: SubArgs) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// Subscribes every connection to `filters` (`%i`: its number, from 1),
+/// all connections at once; a connection whose SUBSCRIBE fails is counted
+/// as an error and kept.
+async fn subscribe_all(conns: Vec<Conn>, filters: &[String], shared: &Arc<Shared>) -> Vec<Conn> {
+    if filters.is_empty() {
+        return conns;
+    }
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            let filters: Vec<String> = filters.iter().map(|f| topic_for(f, i + 1)).collect();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                for filter in &filters {
+                    if let Err(e) = conn
+                        .subscribe(filter, ferrymq_codec::QoS::AtLeastOnce)
+                        .await
+                    {
+                        shared.error(format!("subscribe {filter}: {e:#}"));
+                    }
+                }
+                conn
+            })
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(conn) = task.await {
+            conns.push(conn);
+        }
+    }
+    conns
+}
+
 pub async fn run_conn(args: ConnArgs) -> anyhow::Result<Summary> {
     let common = &args.common;
     let mut target = Target::from_args(common)?;
@@ -493,6 +528,7 @@ pub async fn run_conn(args: ConnArgs) -> anyhow::Result<Summary> {
     };
     let elapsed = started.elapsed();
     let connected = conns.len() as u64;
+    let conns = subscribe_all(conns, &args.subscribe, &shared).await;
     let after = args.broker_pid.and_then(rss_bytes);
     let (stop, stop_rx) = watch::channel(false);
     let held: Vec<_> = conns

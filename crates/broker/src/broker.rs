@@ -35,6 +35,8 @@ pub struct Broker {
     pub security: Arc<Security>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// Every session's queue limits, from the configuration.
+    queue_limits: Arc<crate::mailbox::Limits>,
     next_id: AtomicU64,
     secret: [u8; 16],
 }
@@ -52,7 +54,14 @@ impl Broker {
         writer: Option<WriterHandle>,
         security: Security,
     ) -> Arc<Broker> {
+        let queue_limits = Arc::new(crate::mailbox::Limits {
+            messages: config.max_queued_messages,
+            bytes: config.max_queued_bytes,
+            queue_qos0_offline: config.queue_qos0_messages,
+            stall: config.max_queue_stall,
+        });
         Arc::new(Broker {
+            queue_limits,
             persist: writer.map(Persist::new),
             security: Arc::new(security),
             config,
@@ -104,12 +113,7 @@ impl Broker {
         let shared = Arc::new(SessionShared {
             id: self.next_id(),
             client_id,
-            mailbox: Mailbox::new(crate::mailbox::Limits {
-                messages: self.config.max_queued_messages,
-                bytes: self.config.max_queued_bytes,
-                queue_qos0_offline: self.config.queue_qos0_messages,
-                stall: self.config.max_queue_stall,
-            }),
+            mailbox: Mailbox::with_limits(self.queue_limits.clone()),
             durable: AtomicBool::new(self.persist.is_some() && expiry_interval > 0),
         });
         SessionState::new(shared, expiry_interval)

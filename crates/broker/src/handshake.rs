@@ -8,7 +8,6 @@ use bytes::BytesMut;
 use ferrymq_codec::{
     ConnAck, Connect, MqttString, Packet, Properties, Property, Protocol, ReasonCode,
 };
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::alias;
@@ -16,7 +15,7 @@ use crate::broker::Broker;
 use crate::config::ListenerConfig;
 use crate::metrics::Tally;
 use crate::protocol::Connection;
-use crate::registry::Claim;
+use crate::registry::{Claim, Kick, Presence};
 
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,10 +32,9 @@ pub struct Accepted {
     /// keeps for the whole connection lives on the heap.
     pub connection: Box<Connection>,
     pub client_id: Arc<str>,
-    /// Cancelled by a connection taking the session over, or at shutdown.
-    pub kick: CancellationToken,
-    /// Cancelled by us once the session is parked or removed.
-    pub done: CancellationToken,
+    /// Kicked by a connection taking the session over or the admin API;
+    /// finished by us once the session is parked or removed.
+    pub presence: Arc<Presence>,
     pub connection_id: u64,
     /// Effective keep-alive in seconds (0: none).
     pub keep_alive: u16,
@@ -145,8 +143,7 @@ fn connack_properties(
     }
 }
 
-/// Answers `connect`. `shutdown` is the server's token: the connection's
-/// `kick` token is its child, so one wait serves both. `identity`: the user
+/// Answers `connect`. `identity`: the user
 /// named by a verified TLS client certificate (`use_identity_as_username`),
 /// which replaces CONNECT's user name and password.
 pub async fn accept(
@@ -154,7 +151,6 @@ pub async fn accept(
     connect: Connect,
     authenticated: Option<Authenticated>,
     identity: Option<Arc<str>>,
-    shutdown: &CancellationToken,
     endpoint: Arc<crate::net::listener::Endpoint>,
 ) -> Result<Accepted, Refused> {
     // `mount_point`: the will is published under the listener's prefix.
@@ -361,24 +357,19 @@ pub async fn accept(
     }
 
     let connection_id = broker.next_id();
-    let kick = shutdown.child_token();
-    let done = CancellationToken::new();
+    let presence = Arc::new(Presence::default());
     let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
     let resumed = loop {
-        match broker
-            .registry
-            .claim(&client_id, connection_id, &kick, &done)
-        {
+        match broker.registry.claim(&client_id, connection_id, &presence) {
             Claim::Resumed(state) => break Some(state),
             Claim::Fresh => break None,
             Claim::Busy {
-                kick: other_kick,
-                done: other_done,
-                session: other,
+                presence: other,
+                session,
             } => {
                 debug!("taking over the session of a connected client");
-                Claim::kick(&other_kick, other.as_ref());
-                if tokio::time::timeout_at(deadline, other_done.cancelled())
+                other.kick(Kick::TakenOver, session.as_ref());
+                if tokio::time::timeout_at(deadline, other.finished())
                     .await
                     .is_err()
                 {
@@ -470,7 +461,7 @@ pub async fn accept(
         if let Ok(topic) = ferrymq_codec::TopicName::new(w.topic.as_str()) {
             w.topic = topic;
         }
-        w
+        Box::new(w)
     });
     let mut connection = Box::new(Connection {
         broker: broker.clone(),
@@ -492,12 +483,9 @@ pub async fn accept(
         waiting_on: Vec::new(),
         store_wait: None,
         paused_at: None,
-        // The CONNECT itself is a packet received.
-        tally: Tally {
-            messages_received: 1,
-            ..Tally::default()
-        },
     });
+    // The CONNECT itself is a packet received.
+    Tally::count(|t| t.messages_received += 1);
     connection.send(&Packet::ConnAck(ConnAck {
         session_present,
         reason: ReasonCode::Success,
@@ -506,11 +494,12 @@ pub async fn accept(
     if session_present {
         connection.resend_inflight(std::time::Instant::now());
     }
+    // The connection's first round may run on another thread.
+    Tally::flush_thread(&broker.metrics);
     Ok(Accepted {
         connection,
         client_id,
-        kick,
-        done,
+        presence,
         connection_id,
         keep_alive,
     })

@@ -1,10 +1,16 @@
 //! Broker-wide counters, read by `$SYS` and the Prometheus endpoint.
 //!
-//! Connection tasks add to them once per batch of packets, not once per
-//! packet ([`Tally`]), so that cores do not fight over these cache lines on
-//! the hot path. Rare events (a connect, a disconnect, a dropped copy) add
+//! Connections add to them once per batch of packets, not once per packet
+//! ([`Tally`]), so that cores do not fight over these cache lines on the
+//! hot path. Rare events (a connect, a disconnect, a dropped copy) add
 //! directly, with relaxed atomics.
+//!
+//! The tally is the thread's, not the connection's: handling a batch of
+//! packets never awaits, so the connection that counts into it flushes it
+//! (`Tally::flush_thread`) before the thread does anything else, and an
+//! idle connection carries no counters.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrymq_codec::{QoS, ReasonCode};
@@ -195,9 +201,9 @@ impl Metrics {
     }
 }
 
-/// Per-connection tallies, flushed into [`Metrics`] in batches (once per
-/// turn of the connection loop). Counts are `u32` to keep the per-connection
-/// footprint small: a turn never handles four billion packets.
+/// Tallies of the packets a thread handled since its last flush into
+/// [`Metrics`] (see the module documentation). Counts are `u32`: a batch
+/// never handles four billion packets.
 #[derive(Debug, Default)]
 pub struct Tally {
     pub bytes_received: u64,
@@ -214,7 +220,38 @@ pub struct Tally {
     pub denied_publish: u32,
 }
 
+thread_local! {
+    static TALLY: RefCell<Tally> = const { RefCell::new(Tally::ZERO) };
+}
+
 impl Tally {
+    const ZERO: Tally = Tally {
+        bytes_received: 0,
+        bytes_sent: 0,
+        publish_bytes_received: [0; 3],
+        publish_bytes_sent: [0; 3],
+        messages_received: 0,
+        messages_sent: 0,
+        publish_received: [0; 3],
+        publish_sent: [0; 3],
+        dropped_expired: 0,
+        dropped_too_large: 0,
+        dropped_acl_read: 0,
+        denied_publish: 0,
+    };
+
+    /// Counts into this thread's tally. `count` must not count again.
+    pub fn count(count: impl FnOnce(&mut Tally)) {
+        TALLY.with_borrow_mut(count);
+    }
+
+    /// Adds this thread's tally to `m`: before the thread awaits, and
+    /// before the replies a batch produced go out, so that a client that
+    /// sees its answer also sees it counted in `$SYS` and `/metrics`.
+    pub fn flush_thread(m: &Metrics) {
+        TALLY.with_borrow_mut(|t| t.flush(m));
+    }
+
     /// Counts one PUBLISH received with `payload` bytes.
     pub fn publish_in(&mut self, qos: QoS, payload: usize) {
         let i = qos as usize;

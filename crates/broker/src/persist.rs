@@ -553,14 +553,14 @@ pub fn recover(
             // The delay keeps counting across the restart; one already
             // past is published now.
             let left = Duration::from_millis(due.saturating_sub(unix_deadline(0)));
-            state.delayed_will = Some(crate::will::schedule(
+            state.delayed_will = Some(Box::new(crate::will::schedule(
                 broker,
                 client_id.clone(),
                 Arc::new(message),
                 left,
                 due,
                 shutdown,
-            ));
+            )));
         });
     }
     if let Some(p) = &broker.persist {

@@ -128,7 +128,8 @@ pub struct Connection {
     pub session: SessionState,
     /// The authenticated user name, for ACL checks.
     pub username: Option<Arc<str>>,
-    pub will: Option<Will>,
+    /// Boxed: 96 bytes most connections never use.
+    pub will: Option<Box<Will>>,
     /// Packets waiting to be written.
     pub out: BytesMut,
     /// Outbound in-flight window: min(our limit, client's Receive Maximum).
@@ -163,7 +164,6 @@ pub struct Connection {
     pub store_wait: Option<u64>,
     /// Since when the connection is paused, for the metrics.
     pub paused_at: Option<Instant>,
-    pub tally: Tally,
 }
 
 impl Connection {
@@ -171,8 +171,10 @@ impl Connection {
     pub fn send(&mut self, packet: &Packet) {
         match encode(packet, self.protocol, &mut self.out) {
             Ok(n) => {
-                self.tally.messages_sent += 1;
-                self.tally.bytes_sent += n as u64;
+                Tally::count(|t| {
+                    t.messages_sent += 1;
+                    t.bytes_sent += n as u64;
+                });
             }
             // Only a packet we built wrongly can fail to encode.
             Err(e) => debug!(error = %e, "dropping unencodable packet"),
@@ -222,7 +224,7 @@ impl Connection {
                     trace!(
                         "in-flight message larger than the client's Maximum Packet Size dropped"
                     );
-                    self.tally.dropped_too_large += 1;
+                    Tally::count(|t| t.dropped_too_large += 1);
                     self.forget(&m.delivery);
                     return false;
                 }
@@ -360,14 +362,14 @@ impl Connection {
         // not sent ([MQTT-3.3.2-5]).
         if delivery.message.is_expired(now) {
             trace!("expired message dropped");
-            self.tally.dropped_expired += 1;
+            Tally::count(|t| t.dropped_expired += 1);
             self.forget(&delivery);
             return;
         }
         // Checked at delivery, so retained and `$SYS` messages and a
         // reloaded ACL apply to existing subscriptions too.
         if self.endpoint.security.has_acl() && !self.may(&delivery.message.topic, Access::Read) {
-            self.tally.dropped_acl_read += 1;
+            Tally::count(|t| t.dropped_acl_read += 1);
             self.forget(&delivery);
             return;
         }
@@ -388,7 +390,7 @@ impl Connection {
             // A message too large for this client is dropped for it alone
             // ([MQTT-3.1.2-25]).
             trace!("message larger than the client's Maximum Packet Size dropped");
-            self.tally.dropped_too_large += 1;
+            Tally::count(|t| t.dropped_too_large += 1);
             self.forget(&delivery);
             return;
         }
@@ -403,7 +405,7 @@ impl Connection {
             }
             self.session.send(id, delivery);
         }
-        self.tally.publish_out(publish.qos, publish.payload.len());
+        Tally::count(|t| t.publish_out(publish.qos, publish.payload.len()));
         self.send_ordered(wrote, Packet::Publish(publish));
     }
 
@@ -520,7 +522,7 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish, now: Instant) -> Result<(), Close> {
-        self.tally.publish_in(publish.qos, publish.payload.len());
+        Tally::count(|t| t.publish_in(publish.qos, publish.payload.len()));
         if crate::heap::over(self.broker.config.memory_limit) {
             return Err(Close::MemoryLimit);
         }
@@ -571,7 +573,7 @@ impl Connection {
             // 3.x: dropped silently (acknowledged as usual); 5.0: refused
             // with 0x87 ([MQTT-3.3.5-2]).
             debug!(topic = %publish.topic, "PUBLISH denied ($SYS, $share or the ACL)");
-            self.tally.denied_publish += 1;
+            Tally::count(|t| t.denied_publish += 1);
             self.ack_unrouted(&publish, ReasonCode::NotAuthorized);
             return Ok(());
         }
@@ -1000,7 +1002,7 @@ impl Connection {
 
     /// The will to publish because of `close`, if any ([MQTT-3.1.2-8]).
     pub fn take_will(&mut self, close: &Close) -> Option<Will> {
-        let will = self.will.take().filter(|_| close.publishes_will())?;
+        let will = *self.will.take().filter(|_| close.publishes_will())?;
         // A will is a publication by the client: the ACL applies.
         self.may(&will.topic, Access::Write).then_some(will)
     }

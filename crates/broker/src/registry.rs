@@ -2,19 +2,20 @@
 //! expiry sweep, never on the publish path, so one mutex is enough.
 //!
 //! A slot is either held by a connection or parked. Session takeover
-//! ([MQTT-3.1.4-3]): the new connection cancels the old one's `kick` token,
-//! waits for its `done` token (the old task parks or removes the session
-//! first), then claims the slot. Parked sessions with a finite expiry are
+//! ([MQTT-3.1.4-3]): the new connection kicks the old one through its
+//! [`Presence`], waits until that presence is done (the old connection
+//! parks or removes the session first), then claims the slot. Parked sessions with a finite expiry are
 //! also kept in deadline order, so the sweep looks only at those due.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrymq_codec::Protocol;
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::session::{SessionShared, SessionState};
 
@@ -22,19 +23,85 @@ use crate::session::{SessionShared, SessionState};
 pub enum Slot {
     Connected {
         connection: u64,
-        kick: CancellationToken,
-        done: CancellationToken,
+        presence: Arc<Presence>,
         /// What the admin API shows; set once CONNECT is accepted. Boxed so
         /// parked slots do not pay for it.
         info: Option<Box<ConnectionInfo>>,
-        /// `kick` was cancelled by the admin API, not by a takeover.
-        admin_kick: bool,
     },
     Parked {
         state: Box<SessionState>,
         /// Key in the deadline index, if the session expires.
         deadline: Option<(Instant, u64)>,
     },
+}
+
+/// A connection's standing in its slot, shared with whoever takes the
+/// session over: whether it was kicked (by a takeover or the admin API),
+/// and whether it is done (its session parked or removed). One small
+/// allocation per connection; a connection learns of a kick when its
+/// mailbox wakes it, so no connection waits on a second thing.
+#[derive(Debug, Default)]
+pub struct Presence {
+    state: AtomicU8,
+    done: Notify,
+}
+
+const KICKED: u8 = 1;
+const BY_ADMIN: u8 = 2;
+const DONE: u8 = 4;
+
+/// Why a connection was kicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    TakenOver,
+    Administrative,
+}
+
+impl Presence {
+    /// Asks the connection to end, and wakes it through its session's
+    /// mailbox (`None` before its CONNECT is accepted: it looks at the
+    /// flag before it first waits).
+    pub fn kick(&self, kick: Kick, session: Option<&Arc<SessionShared>>) {
+        let bits = match kick {
+            Kick::TakenOver => KICKED,
+            Kick::Administrative => KICKED | BY_ADMIN,
+        };
+        self.state.fetch_or(bits, Ordering::AcqRel);
+        if let Some(session) = session {
+            session.mailbox.wake();
+        }
+    }
+
+    /// Whether, and why, the connection was kicked.
+    pub fn kicked(&self) -> Option<Kick> {
+        let state = self.state.load(Ordering::Acquire);
+        if state & BY_ADMIN != 0 {
+            Some(Kick::Administrative)
+        } else if state & KICKED != 0 {
+            Some(Kick::TakenOver)
+        } else {
+            None
+        }
+    }
+
+    /// The session is parked or removed: a takeover may go on.
+    pub fn finish(&self) {
+        self.state.fetch_or(DONE, Ordering::AcqRel);
+        self.done.notify_waiters();
+    }
+
+    /// Waits for [`Presence::finish`].
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state.load(Ordering::Acquire) & DONE != 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A connected client, as the admin API shows it. Written once at CONNECT;
@@ -76,24 +143,12 @@ pub enum Claim {
     Resumed(Box<SessionState>),
     /// No session existed.
     Fresh,
-    /// Another connection holds it: cancel `kick`, wake it (see
-    /// [`Claim::wake`]), wait for `done`, retry.
+    /// Another connection holds it: kick it (see [`Presence::kick`]),
+    /// wait until it is finished, retry.
     Busy {
-        kick: CancellationToken,
-        done: CancellationToken,
+        presence: Arc<Presence>,
         session: Option<Arc<SessionShared>>,
     },
-}
-
-impl Claim {
-    /// Cancels a busy slot's connection: a connection in an event-loop
-    /// shard learns of its kick when its mailbox wakes it.
-    pub fn kick(kick: &CancellationToken, session: Option<&Arc<SessionShared>>) {
-        kick.cancel();
-        if let Some(session) = session {
-            session.mailbox.wake();
-        }
-    }
 }
 
 fn view(client_id: &Arc<str>, slot: &Slot) -> SessionView {
@@ -128,21 +183,11 @@ pub struct Registry {
 
 impl Registry {
     /// Claims `client_id` for `connection`, unless another connection holds it.
-    pub fn claim(
-        &self,
-        client_id: &Arc<str>,
-        connection: u64,
-        kick: &CancellationToken,
-        done: &CancellationToken,
-    ) -> Claim {
+    pub fn claim(&self, client_id: &Arc<str>, connection: u64, presence: &Arc<Presence>) -> Claim {
         let mut inner = self.inner.lock();
-        if let Some(Slot::Connected {
-            kick, done, info, ..
-        }) = inner.slots.get(client_id)
-        {
+        if let Some(Slot::Connected { presence, info, .. }) = inner.slots.get(client_id) {
             return Claim::Busy {
-                kick: kick.clone(),
-                done: done.clone(),
+                presence: presence.clone(),
                 session: info.as_ref().map(|i| i.session.clone()),
             };
         }
@@ -150,10 +195,8 @@ impl Registry {
             client_id.clone(),
             Slot::Connected {
                 connection,
-                kick: kick.clone(),
-                done: done.clone(),
+                presence: presence.clone(),
                 info: None,
-                admin_kick: false,
             },
         );
         match previous {
@@ -273,28 +316,14 @@ impl Registry {
     /// Asks the connection holding `client_id` to close with "administrative
     /// action". False if the client is not connected.
     pub fn kick_admin(&self, client_id: &str) -> bool {
-        let mut inner = self.inner.lock();
-        match inner.slots.get_mut(client_id) {
-            Some(Slot::Connected {
-                kick,
-                admin_kick,
-                info,
-                ..
-            }) => {
-                *admin_kick = true;
-                Claim::kick(kick, info.as_ref().map(|i| &i.session));
+        let inner = self.inner.lock();
+        match inner.slots.get(client_id) {
+            Some(Slot::Connected { presence, info, .. }) => {
+                presence.kick(Kick::Administrative, info.as_ref().map(|i| &i.session));
                 true
             }
             _ => false,
         }
-    }
-
-    /// Whether `connection` was kicked by [`Registry::kick_admin`].
-    pub fn kicked_by_admin(&self, client_id: &str, connection: u64) -> bool {
-        matches!(
-            self.inner.lock().slots.get(client_id),
-            Some(Slot::Connected { connection: c, admin_kick: true, .. }) if *c == connection
-        )
     }
 
     /// Every session, for the admin API. Copies under the lock what only

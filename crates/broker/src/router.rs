@@ -83,7 +83,12 @@ impl<T: Subscriber> SubList<T> {
     /// the O(N²) of a copy per change.
     fn insert(&mut self, sub: T) -> bool {
         let found = self.position(sub.key());
-        let items = Arc::make_mut(self.items.get_or_insert_with(|| Arc::new(Vec::new())));
+        // Most filters have one subscriber (a device's own topics): room
+        // for one, not the four a first push would make.
+        let items = Arc::make_mut(
+            self.items
+                .get_or_insert_with(|| Arc::new(Vec::with_capacity(1))),
+        );
         if let Some(existing) = found.and_then(|i| items.get_mut(i)) {
             *existing = sub;
             return false;

@@ -146,7 +146,8 @@ pub struct SessionState {
     /// connection, `u32::MAX` never (3.x Clean Session 0).
     pub expiry_interval: u32,
     /// A will waiting out its Will Delay Interval while the client is away.
-    pub delayed_will: Option<DelayedWill>,
+    /// Boxed: only a parked session may have one.
+    pub delayed_will: Option<Box<DelayedWill>>,
     /// Filter (as subscribed, `$share/...` included) → its options.
     pub subscriptions: HashMap<String, SubscriptionRecord>,
     /// Outbound QoS 1/2 messages not yet acknowledged, in send order.
@@ -158,11 +159,39 @@ pub struct SessionState {
     pub resend: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL:
     /// a PUBLISH with one of these is a resend and is not routed again.
-    pub inbound_qos2: HashSet<u16>,
+    pub inbound_qos2: PacketIds,
     /// The store submission that carried this session's last writes: an
     /// acknowledgement with no writes of its own still waits for it.
     pub last_store_seq: u64,
     next_packet_id: u16,
+}
+
+/// A set of packet ids, allocated on its first id: most sessions never
+/// receive a QoS 2 PUBLISH, and an empty `HashSet` is 48 bytes of each.
+#[derive(Debug, Default, Clone)]
+#[allow(clippy::box_collection)] // boxed for the idle cost: see above
+pub struct PacketIds(Option<Box<HashSet<u16>>>);
+
+impl PacketIds {
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(id)
+    }
+
+    pub fn remove(&mut self, id: &u16) -> bool {
+        self.0.as_mut().is_some_and(|ids| ids.remove(id))
+    }
+
+    pub fn contains(&self, id: &u16) -> bool {
+        self.0.as_ref().is_some_and(|ids| ids.contains(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |ids| ids.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl SessionState {
@@ -174,7 +203,7 @@ impl SessionState {
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             resend: VecDeque::new(),
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: PacketIds::default(),
             last_store_seq: 0,
             next_packet_id: 1,
         }

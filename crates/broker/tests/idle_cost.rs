@@ -17,9 +17,11 @@ static HEAP: ferrymq_broker::heap::Counting = ferrymq_broker::heap::Counting;
 /// the allocator's per-thread drift (64 KB a thread).
 const N: usize = 2_000;
 
-/// The bound this guards: the cost of an idle connection must not grow
-/// back past it.
-const MAX_BYTES_PER_CONNECTION: usize = 2_048;
+/// The bounds this guards: the cost of an idle connection, and of its
+/// three subscriptions, must not grow back past them (measured: about
+/// 1,320 and 700 bytes).
+const MAX_BYTES_PER_CONNECTION: usize = 1_536;
+const MAX_BYTES_PER_THREE_SUBSCRIPTIONS: usize = 1_024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_costs_little() {
@@ -27,9 +29,13 @@ async fn an_idle_connection_costs_little() {
     let addr = server.local_addrs()[0];
     // One connection first: what the broker allocates once (shard buffers,
     // tables' first growth) is not the connections' cost.
-    let warm = tokio::task::spawn_blocking(move || connect(addr, 0))
-        .await
-        .unwrap();
+    let warm = tokio::task::spawn_blocking(move || {
+        let mut s = connect(addr, 0);
+        subscribe(&mut s, 0);
+        s
+    })
+    .await
+    .unwrap();
     wait_until("the first connection is in a shard", || {
         server.shard_connections() == 1
     })
@@ -46,12 +52,30 @@ async fn an_idle_connection_costs_little() {
     // What the allocator's per-thread drift (64 KB a thread) and the last
     // handshake tasks still being freed leave uncounted is a few percent
     // of N connections' cost.
-    let after = ferrymq_broker::heap::current();
-    let per_connection = after.saturating_sub(before) / N;
-    println!("{per_connection} bytes of heap per idle connection");
+    let connected = ferrymq_broker::heap::current();
+    let clients = tokio::task::spawn_blocking(move || {
+        let mut clients = clients;
+        for (i, s) in (1..).zip(clients.iter_mut()) {
+            subscribe(s, i);
+        }
+        clients
+    })
+    .await
+    .unwrap();
+    let subscribed = ferrymq_broker::heap::current();
+    let per_connection = connected.saturating_sub(before) / N;
+    let per_subscriptions = subscribed.saturating_sub(connected) / N;
+    println!(
+        "{per_connection} bytes of heap per idle connection, \
+         {per_subscriptions} more for its three subscriptions"
+    );
     assert!(
         per_connection <= MAX_BYTES_PER_CONNECTION,
         "an idle connection costs {per_connection} bytes of heap"
+    );
+    assert!(
+        per_subscriptions <= MAX_BYTES_PER_THREE_SUBSCRIPTIONS,
+        "three subscriptions cost {per_subscriptions} bytes of heap"
     );
     drop((warm, clients));
     server.shutdown().await;
@@ -68,4 +92,22 @@ fn connect(addr: std::net::SocketAddr, i: usize) -> std::net::TcpStream {
     s.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 0]);
     s
+}
+
+/// Subscribes client `i` to what a device typically is: its own command
+/// and configuration topics, and a wildcard for broadcasts.
+fn subscribe(s: &mut std::net::TcpStream, i: usize) {
+    let filters = [
+        format!("devices/{i}/cmd"),
+        format!("devices/{i}/config"),
+        "broadcast/#".to_string(),
+    ];
+    for (id, filter) in (1u16..).zip(&filters) {
+        s.write_all(&raw::subscribe_v311(id, filter.as_bytes(), 1))
+            .unwrap();
+        let mut suback = [0u8; 5];
+        s.read_exact(&mut suback).unwrap();
+        let [hi, lo] = id.to_be_bytes();
+        assert_eq!(suback, [0x90, 3, hi, lo, 1]);
+    }
 }

@@ -27,10 +27,11 @@ use crate::net::transport::Gone;
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
 use crate::metrics::Metrics;
+use crate::metrics::Tally;
 use crate::net::enhanced_auth;
 use crate::net::transport::Transport;
 use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
-use crate::registry::ConnectionInfo;
+use crate::registry::{ConnectionInfo, Kick, Presence};
 
 /// Smallest read buffer allocated when data arrives.
 pub(crate) const READ_CHUNK: usize = 4 * 1024;
@@ -232,16 +233,7 @@ async fn handshake<T: Transport>(
             return None;
         }
     };
-    match handshake::accept(
-        broker,
-        *connect,
-        authenticated,
-        identity,
-        shutdown,
-        endpoint.clone(),
-    )
-    .await
-    {
+    match handshake::accept(broker, *connect, authenticated, identity, endpoint.clone()).await {
         Ok(accepted) => {
             broker.registry.describe(
                 &accepted.client_id,
@@ -456,18 +448,15 @@ async fn run<T: Transport>(
 /// between two rounds of reading, handling and writing.
 pub(crate) struct Live {
     pub(crate) connection: Box<Connection>,
-    pub(crate) client_id: Arc<str>,
-    /// Cancelled by a takeover, the admin API or the broker's shutdown.
-    pub(crate) kick: CancellationToken,
-    pub(crate) connection_id: u64,
-    /// [MQTT-3.1.2-24]: one and a half times the keep-alive.
-    keep_alive_limit: Option<Duration>,
     pub(crate) last_read: Instant,
+    /// Effective keep-alive in seconds (0: none).
+    keep_alive: u16,
     /// Packets read and not yet handled, left in the buffer by a pause
     /// (see `Connection::blocked`).
     pub(crate) leftover: bool,
-    /// Whatever happens, even a panic, the registry slot is released and a
-    /// waiting takeover is let through.
+    /// The client id, the connection's number and its presence (kicked by
+    /// a takeover or the admin API). Whatever happens, even a panic, the
+    /// registry slot is released and a waiting takeover is let through.
     slot_guard: SlotGuard,
 }
 
@@ -488,8 +477,7 @@ impl Live {
         let Accepted {
             connection,
             client_id,
-            kick,
-            done,
+            presence,
             connection_id,
             keep_alive,
         } = accepted;
@@ -497,22 +485,27 @@ impl Live {
             broker: broker.clone(),
             client_id: client_id.clone(),
             connection_id,
-            done,
+            presence,
         };
         connection.session.shared.mailbox.set_online(true);
         broker.metrics.client_connected();
         info!(protocol = %connection.protocol, keep_alive, "client connected");
         Live {
             connection,
-            client_id,
-            kick,
-            connection_id,
-            keep_alive_limit: (keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
+            keep_alive,
             leftover: false,
             slot_guard,
         }
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.slot_guard.client_id
+    }
+
+    /// [MQTT-3.1.2-24]: one and a half times the keep-alive.
+    fn keep_alive_limit(&self) -> Option<Duration> {
+        (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500))
     }
 
     /// Handles the packets read into `rbuf`, up to a pause; returns how
@@ -548,28 +541,28 @@ impl Live {
         connection.flush_acks();
         // Counted before the replies go out, so a client that sees its
         // answer also sees it counted in `$SYS` and `/metrics`.
-        connection.tally.flush(&broker.metrics);
+        Tally::flush_thread(&broker.metrics);
         Ok((handled, more_queued))
     }
 
     /// After a round's writes: what to wait for.
     pub(crate) fn waits(&mut self, now: Instant) -> Waits {
-        let connection = &mut self.connection;
-        if connection.out.is_empty() && connection.out.capacity() > 2 * READ_CHUNK {
-            connection.out = BytesMut::new();
+        let out = &mut self.connection.out;
+        if out.is_empty() && out.capacity() > 2 * READ_CHUNK {
+            *out = BytesMut::new();
         }
-        let (paused, deadline) = match connection.blocked(now) {
+        let (paused, deadline) = match self.connection.blocked(now) {
             Some(stall) => (true, stall),
             None => (
                 false,
-                self.keep_alive_limit.map(|limit| self.last_read + limit),
+                self.keep_alive_limit().map(|limit| self.last_read + limit),
             ),
         };
         if paused {
             self.last_read = now;
         }
         Waits {
-            reading: connection.out.len() < WRITE_BACKPRESSURE && !paused,
+            reading: self.connection.out.len() < WRITE_BACKPRESSURE && !paused,
             paused,
             deadline,
         }
@@ -580,28 +573,26 @@ impl Live {
     pub(crate) fn deadline(&mut self, now: Instant) -> Option<Instant> {
         match self.connection.blocked(now) {
             Some(stall) => stall,
-            None => self.keep_alive_limit.map(|limit| self.last_read + limit),
+            None => self.keep_alive_limit().map(|limit| self.last_read + limit),
         }
     }
 
     /// Whether the client has been silent past its keep-alive at `now`.
     pub(crate) fn timed_out(&self, now: Instant) -> bool {
-        self.keep_alive_limit
+        self.keep_alive_limit()
             .is_some_and(|limit| now.saturating_duration_since(self.last_read) >= limit)
     }
 
-    /// Why a connection whose `kick` was cancelled ends.
-    pub(crate) fn kicked(&self, broker: &Broker, shutdown: &CancellationToken) -> Close {
+    /// Why the connection is to end now, if it was kicked or the broker
+    /// is shutting down.
+    pub(crate) fn kicked(&self, shutdown: &CancellationToken) -> Option<Close> {
         if shutdown.is_cancelled() {
-            Close::ServerShutdown
-        } else if broker
-            .registry
-            .kicked_by_admin(&self.client_id, self.connection_id)
-        {
-            Close::Administrative
-        } else {
-            Close::TakenOver
+            return Some(Close::ServerShutdown);
         }
+        self.slot_guard.presence.kicked().map(|kick| match kick {
+            Kick::Administrative => Close::Administrative,
+            Kick::TakenOver => Close::TakenOver,
+        })
     }
 
     /// The task's loop: rounds, writes, and waits for the socket, the
@@ -615,7 +606,12 @@ impl Live {
         let mailbox = self.connection.session.shared.mailbox.clone();
         let mut since_yield = 0;
         loop {
+            // A kick wakes the mailbox, which brings us round here.
+            if let Some(close) = self.kicked(shutdown) {
+                return close;
+            }
             if since_yield >= FAIR_SHARE {
+                Tally::flush_thread(&broker.metrics);
                 // Fairness: a client that floods us must not hold a worker
                 // thread while others wait ([issue 3]: Mosquitto served one
                 // publisher 60k messages to the others' 330).
@@ -643,10 +639,11 @@ impl Live {
                 (false, true) => Some(Interest::WRITABLE),
                 (false, false) => None,
             };
+            // Counted on this thread; the task may wake on another.
+            Tally::flush_thread(&broker.metrics);
             tokio::select! {
                 biased;
-                // `kick` is a child of the shutdown token: it fires for both.
-                () = self.kick.cancelled() => return self.kicked(broker, shutdown),
+                () = shutdown.cancelled() => return Close::ServerShutdown,
                 // Not polled without an interest: a paused connection with
                 // nothing to write waits for a wake-up alone.
                 r = io.stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
@@ -663,7 +660,7 @@ impl Live {
                             continue;
                         }
                         Ok(Some(0)) => return Close::Lost("closed by peer".into()),
-                        Ok(Some(n)) => self.connection.tally.bytes_received += n as u64,
+                        Ok(Some(n)) => Tally::count(|t| t.bytes_received += n as u64),
                         Err(e) => return Close::Lost(e.to_string()),
                     }
                     self.last_read = Instant::now();
@@ -701,15 +698,13 @@ impl Live {
     ) {
         let Live {
             connection,
-            client_id,
-            connection_id,
             slot_guard,
             ..
         } = self;
         let ending = Ending {
+            client_id: slot_guard.client_id.clone(),
+            connection_id: slot_guard.connection_id,
             broker,
-            client_id,
-            connection_id,
             shutdown,
             slot_guard,
         };
@@ -755,6 +750,7 @@ async fn finish<T: Transport>(
     }
     Metrics::add(broker.metrics.disconnects.counter(&close), 1);
     connection.say_goodbye(&close);
+    Tally::flush_thread(&broker.metrics);
     // Best effort: the reason code, bounded so a client that does not read
     // cannot hold the task.
     let _ = Box::pin(tokio::time::timeout(
@@ -762,7 +758,6 @@ async fn finish<T: Transport>(
         io.write_all(&mut connection.out),
     ))
     .await;
-    connection.tally.flush(&broker.metrics);
     connection.flush_store_ops();
     let now = Instant::now();
     let will = connection.take_will(&close);
@@ -796,14 +791,14 @@ async fn finish<T: Transport>(
         if delay == 0 {
             broker.publish(message);
         } else {
-            session.delayed_will = Some(crate::will::schedule(
+            session.delayed_will = Some(Box::new(crate::will::schedule(
                 &broker,
                 client_id.clone(),
                 message,
                 Duration::from_secs(u64::from(delay)),
                 crate::persist::unix_deadline(delay),
                 &shutdown,
-            ));
+            )));
         }
     }
     if session.is_persistent() {
@@ -872,7 +867,7 @@ struct SlotGuard {
     broker: Arc<Broker>,
     client_id: Arc<str>,
     connection_id: u64,
-    done: CancellationToken,
+    presence: Arc<Presence>,
 }
 
 impl Drop for SlotGuard {
@@ -881,7 +876,7 @@ impl Drop for SlotGuard {
         self.broker
             .registry
             .release(&self.client_id, self.connection_id, None, Instant::now());
-        self.done.cancel();
+        self.presence.finish();
     }
 }
 
@@ -915,7 +910,7 @@ fn process_input(
         match decode(rbuf, connection.protocol, broker.config.max_packet_size) {
             Ok(Some(packet)) => {
                 n += 1;
-                connection.tally.messages_received += 1;
+                Tally::count(|t| t.messages_received += 1);
                 trace!(?packet, "received");
                 connection.on_packet(packet, now)?;
             }

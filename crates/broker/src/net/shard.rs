@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use crate::broker::Broker;
+use crate::metrics::Tally;
 use crate::net::driver::{conn_span, Io, Live, FAIR_SHARE, READ_CHUNK};
 use crate::net::listener::Permits;
 use crate::net::transport::{Gone, Transport};
@@ -270,7 +271,10 @@ impl Runner {
                 if conn.generation != generation {
                     continue;
                 }
-                match step(conn, &self.broker, &self.shutdown, now) {
+                let next = step(conn, &self.broker, &self.shutdown, now);
+                // Whatever the step counted, before anything else runs here.
+                Tally::flush_thread(&self.broker.metrics);
+                match next {
                     Next::Wait => self.schedule(token, now),
                     Next::Again => {
                         if !again.contains(&(token, generation)) {
@@ -443,7 +447,7 @@ impl Runner {
         let shutdown = self.shutdown.clone();
         let peer = stream.peer_addr().ok();
         let span = conn_span(peer);
-        span.record("client_id", &*live.client_id);
+        span.record("client_id", live.client_id());
         match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => {
                 let io = Io { stream, rbuf };
@@ -478,7 +482,7 @@ impl Runner {
 fn step(conn: &mut Conn, broker: &Arc<Broker>, shutdown: &CancellationToken, now: Instant) -> Next {
     let _span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
         let span = conn_span(conn.stream.peer_addr().ok());
-        span.record("client_id", &*conn.live.client_id);
+        span.record("client_id", conn.live.client_id());
         span.entered()
     });
     // Wake-ups use this shard's waker from now on (a wake takes it).
@@ -488,8 +492,8 @@ fn step(conn: &mut Conn, broker: &Arc<Broker>, shutdown: &CancellationToken, now
         .shared
         .mailbox
         .set_waker(&conn.waker);
-    if conn.live.kick.is_cancelled() {
-        return Next::Close(conn.live.kicked(broker, shutdown));
+    if let Some(close) = conn.live.kicked(shutdown) {
+        return Next::Close(close);
     }
     let mut handled = 0;
     let mut rounds = 0;
@@ -516,7 +520,7 @@ fn step(conn: &mut Conn, broker: &Arc<Broker>, shutdown: &CancellationToken, now
             match read(conn) {
                 Ok(0) => {}
                 Ok(n) => {
-                    conn.live.connection.tally.bytes_received += n as u64;
+                    Tally::count(|t| t.bytes_received += n as u64);
                     conn.live.last_read = now;
                     match conn.live.input(&mut conn.rbuf, broker, now) {
                         Ok(n) => handled += n,
