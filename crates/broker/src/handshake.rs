@@ -477,12 +477,8 @@ pub async fn accept(
         aliases_out: alias::Outbound::new(client_alias_max.min(listener.max_topic_alias_broker)),
         receive_maximum: usize::from(config.max_inflight_messages),
         problem_information,
-        pending_acks: Default::default(),
-        held: Default::default(),
         store_ops: Vec::new(),
-        waiting_on: Vec::new(),
-        store_wait: None,
-        paused_at: None,
+        waiting: None,
     });
     // The CONNECT itself is a packet received.
     Tally::count(|t| t.messages_received += 1);

@@ -200,6 +200,7 @@ impl Server {
                 settings: listener.clone(),
                 security,
                 limit,
+                global: permits.clone(),
                 shards: Some(shards.clone()),
             });
             tracker.spawn(net::listener::accept_loop(

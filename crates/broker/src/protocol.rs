@@ -145,25 +145,48 @@ pub struct Connection {
     pub receive_maximum: usize,
     /// MQTT 5 Request Problem Information: reason strings on acks allowed.
     pub problem_information: bool,
+    /// Store writes gathered while handling packets, submitted in one go.
+    pub store_ops: Vec<Op>,
+    /// What waits for the store or for room in a queue, if anything.
+    pub waiting: Option<Box<Waiting>>,
+}
+
+/// What a connection holds only while it waits: for the store, or for
+/// room in the queues it feeds. Boxed on first use and let go once empty
+/// ([`Connection::let_go`]): an idle connection carries none of it.
+#[derive(Debug, Default)]
+pub struct Waiting {
     /// Acknowledgements waiting for the store, with the sequence number
     /// each waits for, in the order they must go out.
-    pub pending_acks: VecDeque<(u64, Packet)>,
+    pending_acks: VecDeque<(u64, Packet)>,
     /// Outbound PUBLISH and PUBREL packets waiting for the store: a QoS 2
     /// message to a durable session leaves only once the record of its
     /// packet id (or of its release) is durable, so that after a crash it
     /// is resent with the same id, and never as a PUBLISH once PUBREL went
     /// out ([MQTT-4.3.3]); every delivery behind it waits too, so that
     /// none overtakes it (topic aliases, order).
-    pub held: VecDeque<(u64, Packet)>,
-    /// Store writes gathered while handling packets, submitted in one go.
-    pub store_ops: Vec<Op>,
+    held: VecDeque<(u64, Packet)>,
     /// Why the connection is not read (see [`Connection::blocked`]): the
     /// full queues of online subscribers it fed, and the store submission
     /// it waits for when its writes outran the disk.
-    pub waiting_on: Vec<Arc<Mailbox>>,
-    pub store_wait: Option<u64>,
+    waiting_on: Vec<Arc<Mailbox>>,
+    store_wait: Option<u64>,
     /// Since when the connection is paused, for the metrics.
-    pub paused_at: Option<Instant>,
+    paused_at: Option<Instant>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.pending_acks.is_empty()
+            && self.held.is_empty()
+            && self.waiting_on.is_empty()
+            && self.store_wait.is_none()
+            && self.paused_at.is_none()
+    }
+
+    fn paused(&self) -> bool {
+        !self.waiting_on.is_empty() || self.store_wait.is_some()
+    }
 }
 
 impl Connection {
@@ -192,7 +215,7 @@ impl Connection {
     pub fn resend_inflight(&mut self, now: Instant) {
         self.session.merge_resend();
         let keep = self.max_inflight.min(self.session.inflight.len());
-        self.session.resend = self.session.inflight.split_off(keep);
+        self.session.set_aside(keep);
         let pending: Vec<_> = self.session.inflight.iter().cloned().collect();
         let mut gone = Vec::new();
         for m in pending {
@@ -236,8 +259,9 @@ impl Connection {
         match &self.broker.persist {
             Some(p) if last != 0 && !p.writer.is_durable(last) => {
                 p.wake_when_durable(last, &self.session.shared.mailbox);
-                let seq = self.held.back().map_or(last, |(s, _)| (*s).max(last));
-                self.held.push_back((seq, packet));
+                let held = &mut self.waiting.get_or_insert_with(Box::default).held;
+                let seq = held.back().map_or(last, |(s, _)| (*s).max(last));
+                held.push_back((seq, packet));
             }
             _ => self.send_ordered(false, packet),
         }
@@ -306,15 +330,16 @@ impl Connection {
     /// waits (see [`Connection::held`]).
     #[inline]
     fn send_ordered(&mut self, wrote: bool, packet: Packet) {
-        if !wrote && self.held.is_empty() {
+        if !wrote && self.waiting.as_ref().is_none_or(|w| w.held.is_empty()) {
             return self.send(&packet);
         }
+        let held = &mut self.waiting.get_or_insert_with(Box::default).held;
         let seq = if wrote {
             UNSUBMITTED
         } else {
-            self.held.back().map_or(UNSUBMITTED, |(s, _)| *s)
+            held.back().map_or(UNSUBMITTED, |(s, _)| *s)
         };
-        self.held.push_back((seq, packet));
+        held.push_back((seq, packet));
     }
 
     /// Moves queued deliveries into the output buffer while the in-flight
@@ -329,16 +354,20 @@ impl Connection {
         let mut took = false;
         let more = loop {
             if self.out.len() >= WRITE_HIGH_WATER {
-                break !mailbox.is_empty() || !self.session.resend.is_empty();
+                break !mailbox.is_empty() || self.session.has_resend();
             }
-            if self.held.len() >= HELD_HIGH_WATER {
+            if self
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.held.len() >= HELD_HIGH_WATER)
+            {
                 // The store's wake-up brings the task back.
                 break false;
             }
             let window_open = self.session.inflight_len() < self.max_inflight;
             // What an earlier connection had in flight goes first.
             if window_open {
-                if let Some(m) = self.session.resend.pop_front() {
+                if let Some(m) = self.session.next_resend() {
                     if self.resend_one(&m, now) {
                         self.session.inflight.push_back(m);
                     }
@@ -676,14 +705,13 @@ impl Connection {
         if fanout.full.is_empty() {
             return;
         }
+        let waiting_on = &mut self.waiting.get_or_insert_with(Box::default).waiting_on;
         for full in fanout.full.drain(..) {
-            if !self.waiting_on.iter().any(|m| Arc::ptr_eq(m, &full)) {
-                self.waiting_on.push(full);
+            if !waiting_on.iter().any(|m| Arc::ptr_eq(m, &full)) {
+                waiting_on.push(full);
             }
         }
-        if !self.waiting_on.is_empty() {
-            self.pause(Instant::now());
-        }
+        self.pause(Instant::now());
     }
 
     /// After a submission `seq` of this connection's: if the store's
@@ -696,20 +724,29 @@ impl Connection {
             return;
         };
         if p.writer.backlog() > self.broker.config.max_store_backlog && !p.writer.is_durable(seq) {
-            self.store_wait = Some(self.store_wait.map_or(seq, |s| s.max(seq)));
+            let w = self.waiting.get_or_insert_with(Box::default);
+            w.store_wait = Some(w.store_wait.map_or(seq, |s| s.max(seq)));
             p.wake_when_durable(seq, &self.session.shared.mailbox);
             self.pause(Instant::now());
         }
     }
 
+    /// Lets go of what waited, once nothing does.
+    pub fn let_go(&mut self) {
+        if self.waiting.as_ref().is_some_and(|w| w.is_empty()) {
+            self.waiting = None;
+        }
+    }
+
     /// Whether a packet just handled asks the connection to stop reading.
     pub fn must_pause(&self) -> bool {
-        !self.waiting_on.is_empty() || self.store_wait.is_some()
+        self.waiting.as_ref().is_some_and(|w| w.paused())
     }
 
     fn pause(&mut self, now: Instant) {
-        if self.paused_at.is_none() {
-            self.paused_at = Some(now);
+        let w = self.waiting.get_or_insert_with(Box::default);
+        if w.paused_at.is_none() {
+            w.paused_at = Some(now);
             let m = &self.broker.metrics;
             Metrics::add(&m.publishers_paused, 1);
             Metrics::add(&m.publisher_pauses, 1);
@@ -718,7 +755,7 @@ impl Connection {
 
     /// Ends a pause, counting its time.
     pub fn resume(&mut self, now: Instant) {
-        if let Some(since) = self.paused_at.take() {
+        if let Some(since) = self.waiting.as_mut().and_then(|w| w.paused_at.take()) {
             let m = &self.broker.metrics;
             m.publishers_paused
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -733,12 +770,10 @@ impl Connection {
     /// outran. `Some(deadline)`: paused, to look again at `deadline` (when
     /// a queue would count as stalled) or when woken; `None`: read on.
     pub fn blocked(&mut self, now: Instant) -> Option<Option<Instant>> {
-        if !self.must_pause() {
-            return None;
-        }
+        let w = self.waiting.as_mut().filter(|w| w.paused())?;
         let own = &self.session.shared.mailbox;
         let mut next: Option<Instant> = None;
-        self.waiting_on
+        w.waiting_on
             .retain(|full| match full.wait_for_room(own, now) {
                 Some(at) => {
                     next = Some(next.map_or(at, |n| n.min(at)));
@@ -746,9 +781,9 @@ impl Connection {
                 }
                 None => false,
             });
-        if let (Some(seq), Some(p)) = (self.store_wait, &self.broker.persist) {
+        if let (Some(seq), Some(p)) = (w.store_wait, &self.broker.persist) {
             if p.writer.is_durable(seq) {
-                self.store_wait = None;
+                w.store_wait = None;
             }
         }
         if self.must_pause() {
@@ -809,7 +844,12 @@ impl Connection {
     /// packets one read brought, not one per message. Until then the
     /// acknowledgement waits under [`UNSUBMITTED`].
     fn queue_ack(&mut self, wrote: bool, ack: Packet) {
-        if !wrote && self.pending_acks.is_empty() {
+        if !wrote
+            && self
+                .waiting
+                .as_ref()
+                .is_none_or(|w| w.pending_acks.is_empty())
+        {
             // The session's last writes may still be on their way to the
             // disk (submitted by the connection before this one, say, for
             // the QoS 2 message this PUBREC answers a resend of).
@@ -817,7 +857,8 @@ impl Connection {
             match &self.broker.persist {
                 Some(p) if last != 0 && !p.writer.is_durable(last) => {
                     p.wake_when_durable(last, &self.session.shared.mailbox);
-                    self.pending_acks.push_back((last, ack));
+                    let w = self.waiting.get_or_insert_with(Box::default);
+                    w.pending_acks.push_back((last, ack));
                     return;
                 }
                 _ => return self.send(&ack),
@@ -829,12 +870,14 @@ impl Connection {
             // Behind the acknowledgement before it, and behind the
             // session's last submission (a retained change submitted on
             // its own).
-            self.pending_acks
-                .back()
+            self.waiting
+                .as_ref()
+                .and_then(|w| w.pending_acks.back())
                 .map_or(UNSUBMITTED, |(last, _)| *last)
                 .max(self.session.last_store_seq)
         };
-        self.pending_acks.push_back((seq, ack));
+        let w = self.waiting.get_or_insert_with(Box::default);
+        w.pending_acks.push_back((seq, ack));
     }
 
     /// The connection's batch of store writes, taken out to be added to;
@@ -860,9 +903,12 @@ impl Connection {
         let durable = p.writer.durable_seq();
         for queue in [Queue::Acks, Queue::Held] {
             loop {
+                let Some(w) = self.waiting.as_mut() else {
+                    return;
+                };
                 let waiting = match queue {
-                    Queue::Acks => &mut self.pending_acks,
-                    Queue::Held => &mut self.held,
+                    Queue::Acks => &mut w.pending_acks,
+                    Queue::Held => &mut w.held,
                 };
                 match waiting.front() {
                     Some((seq, _)) if *seq <= durable => {}
@@ -892,13 +938,15 @@ impl Connection {
         self.session.last_store_seq = seq;
         self.check_store_backlog(seq);
         let mut waiting = false;
-        for queue in [&mut self.pending_acks, &mut self.held] {
-            for (s, _) in queue.iter_mut().rev() {
-                if *s != UNSUBMITTED {
-                    break;
+        if let Some(w) = self.waiting.as_mut() {
+            for queue in [&mut w.pending_acks, &mut w.held] {
+                for (s, _) in queue.iter_mut().rev() {
+                    if *s != UNSUBMITTED {
+                        break;
+                    }
+                    *s = seq;
+                    waiting = true;
                 }
-                *s = seq;
-                waiting = true;
             }
         }
         if waiting {

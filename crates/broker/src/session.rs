@@ -156,7 +156,9 @@ pub struct SessionState {
     /// has not resent yet: its Receive Maximum was smaller than what was
     /// in flight. They keep their packet ids, and go out (DUP) before
     /// anything new as the window opens; they follow `inflight` in order.
-    pub resend: VecDeque<Inflight>,
+    /// Boxed: only a session resumed with a smaller window has any.
+    #[allow(clippy::box_collection)] // boxed for the idle cost
+    pub resend: Option<Box<VecDeque<Inflight>>>,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL:
     /// a PUBLISH with one of these is a resend and is not routed again.
     pub inbound_qos2: PacketIds,
@@ -202,7 +204,7 @@ impl SessionState {
             delayed_will: None,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
-            resend: VecDeque::new(),
+            resend: None,
             inbound_qos2: PacketIds::default(),
             last_store_seq: 0,
             next_packet_id: 1,
@@ -217,7 +219,9 @@ impl SessionState {
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(id) = PacketId::new(candidate) {
                 let in_use = |m: &Inflight| m.packet_id == id;
-                if !self.inflight.iter().any(in_use) && !self.resend.iter().any(in_use) {
+                if !self.inflight.iter().any(in_use)
+                    && !self.resend.iter().flat_map(|r| r.iter()).any(in_use)
+                {
                     return Some(id);
                 }
             }
@@ -248,7 +252,7 @@ impl SessionState {
     pub fn stage_of(&self, packet_id: PacketId) -> Option<OutboundState> {
         self.inflight
             .iter()
-            .chain(&self.resend)
+            .chain(self.resend.iter().flat_map(|r| r.iter()))
             .find(|m| m.packet_id == packet_id)
             .map(|m| m.state)
     }
@@ -287,7 +291,30 @@ impl SessionState {
     /// Puts what waits to be resent back in flight, in order: the
     /// session's whole in-flight state, as a connection ends or resumes.
     pub fn merge_resend(&mut self) {
-        self.inflight.append(&mut self.resend);
+        if let Some(mut resend) = self.resend.take() {
+            self.inflight.append(&mut resend);
+        }
+    }
+
+    /// Sets aside what is in flight beyond the first `keep`, to be resent
+    /// as the window opens.
+    pub fn set_aside(&mut self, keep: usize) {
+        let rest = self.inflight.split_off(keep.min(self.inflight.len()));
+        self.resend = (!rest.is_empty()).then(|| Box::new(rest));
+    }
+
+    /// The next message set aside to be resent.
+    pub fn next_resend(&mut self) -> Option<Inflight> {
+        let resend = self.resend.as_mut()?;
+        let next = resend.pop_front();
+        if resend.is_empty() {
+            self.resend = None;
+        }
+        next
+    }
+
+    pub fn has_resend(&self) -> bool {
+        self.resend.is_some()
     }
 
     /// Whether the session outlives its connection.

@@ -561,6 +561,7 @@ impl Live {
         if paused {
             self.last_read = now;
         }
+        self.connection.let_go();
         Waits {
             reading: self.connection.out.len() < WRITE_BACKPRESSURE && !paused,
             paused,

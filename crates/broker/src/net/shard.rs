@@ -223,7 +223,9 @@ pub(crate) fn hand_over<T: Transport>(
 struct Runner {
     shard: Arc<Shard>,
     fd: AsyncFd<Poll>,
-    conns: Slab<Conn>,
+    /// Boxed: a slab grows by doubling, and empty slots of a pointer
+    /// cost less than empty slots of a connection.
+    conns: Slab<Box<Conn>>,
     /// Deadlines: (when, token, generation), soonest first.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     generation: u32,
@@ -388,7 +390,7 @@ impl Runner {
             generation,
         }));
         self.shard.held.fetch_add(1, Ordering::Relaxed);
-        entry.insert(Conn {
+        entry.insert(Box::new(Conn {
             stream,
             rbuf,
             live,
@@ -399,7 +401,7 @@ impl Runner {
             timer: None,
             generation,
             permits,
-        });
+        }));
         Some(token)
     }
 
@@ -420,9 +422,10 @@ impl Runner {
 
     /// Ends a connection: out of the shard, into a task for its goodbye.
     fn close(&mut self, token: usize, close: Close) {
-        let Some(mut conn) = self.conns.try_remove(token) else {
+        let Some(conn) = self.conns.try_remove(token) else {
             return;
         };
+        let mut conn = *conn;
         self.shard.held.fetch_sub(1, Ordering::Relaxed);
         let _ = self.fd.get_ref().registry().deregister(&mut conn.stream);
         let adopted = Adopted {
