@@ -9,6 +9,12 @@
 #
 #   bash bench/compare.sh                 # 3 rounds, 5 s per measurement
 #   ROUNDS=5 SECONDS_PER_RUN=10 bash bench/compare.sh
+#   SETTINGS=defaults bash bench/compare.sh
+#
+# SETTINGS: `equal` (every broker with the same window and queue, below),
+# `defaults` (each broker at its own defaults: a listener and anonymous
+# access, no tuning line; the load is the same), or `both` (the default).
+# Both report the acknowledged messages each broker lost.
 #
 # Installs the peers when absent: mosquitto from Debian's packages, rumqttd
 # with `cargo install rumqttd` (without --locked: its lock file no longer
@@ -23,6 +29,7 @@ MAX_AHEAD=${MAX_AHEAD:-5000}
 BROKER_CORE=${BROKER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 BROKERS=${BROKERS:-"ferrymq mosquitto rumqttd"}
+SETTINGS=${SETTINGS:-both}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/ferrymq-compare.XXXXXX)}
 mkdir -p "$OUT"
@@ -66,10 +73,13 @@ wait_port() {
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-# start_broker NAME PORT CORES: starts it pinned, prints its pid.
+# start_broker NAME PORT CORES SETTINGS: starts it pinned, prints its pid.
 start_broker() {
-    local name=$1 port=$2 cores=$3 dir="$OUT/$1"
+    local name=$1 port=$2 cores=$3 settings=$4 dir="$OUT/$1"
     mkdir -p "$dir"
+    local tuning='persistence false\nmax_connections -1\nmax_inflight_messages 100\nmax_queued_messages 10000\n'
+    # At their defaults: what a user who changes nothing gets.
+    [[ $settings == defaults ]] && tuning=''
     # Every broker gets the same outbound window of 100 unacknowledged
     # QoS 1/2 messages per client (rumqttd's max_inflight_count below;
     # Mosquitto's and ferrymq's default is 20): with 20, a QoS 1 stream to
@@ -79,15 +89,16 @@ start_broker() {
     # a bound of 1,000, which gave it 34k msg/s at QoS 0 instead of 390k).
     case $name in
         ferrymq)
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_inflight_messages 100\nmax_queued_messages 10000\n' "$port" > "$dir/ferrymq.conf"
+            printf "listener %s 127.0.0.1\nallow_anonymous true\n$tuning" "$port" > "$dir/ferrymq.conf"
             (cd "$dir" && exec taskset -c "$cores" "$FERRYMQ" broker -c ferrymq.conf) > "$OUT/broker.log" 2>&1 &
             ;;
         mosquitto)
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_inflight_messages 100\nmax_queued_messages 10000\n' "$port" > "$dir/mosquitto.conf"
+            printf "listener %s 127.0.0.1\nallow_anonymous true\n$tuning" "$port" > "$dir/mosquitto.conf"
             (cd "$dir" && exec taskset -c "$cores" "$MOSQUITTO" -c mosquitto.conf) > "$OUT/broker.log" 2>&1 &
             ;;
         rumqttd)
-            # rumqttd's own sample settings, on our port; v4 (MQTT 3.1.1) only.
+            # rumqttd's own sample settings, on our port; v4 (MQTT 3.1.1)
+            # only. It has no defaults without a file: its sample is both.
             cat > "$dir/rumqttd.toml" <<EOF
 id = 0
 [router]
@@ -138,12 +149,15 @@ record() {
     printf '{"broker":"%s","round":%s,"scenario":"%s","summary":%s}\n' "$1" "$2" "$3" "$4" >> "$RESULTS"
 }
 
-# The scenarios of one broker in one round.
+# The scenarios of one broker in one round: all of them at equal settings
+# (suffix ""), the throughput ones on two cores ("-2cores") or at the
+# broker's defaults ("-defaults").
 run_broker() {
     local broker=$1 round=$2 broker_cores=$3 load_cores=$4 suffix=$5 threads=$6
-    local port pid common
+    local port pid common settings=equal
+    [[ $suffix == -defaults ]] && settings=defaults
     port=$(free_port)
-    pid=$(start_broker "$broker" "$port" "$broker_cores")
+    pid=$(start_broker "$broker" "$port" "$broker_cores" "$settings")
     common=(-h 127.0.0.1 -p "$port" --threads "$threads")
     local flow=(--duration "$SECONDS_PER_RUN" --warmup "$WARMUP" --max-ahead "$MAX_AHEAD" -F 100)
     if [[ -z $suffix ]]; then
@@ -186,6 +200,13 @@ main() {
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     log "results in $OUT"
     for round in $(seq 1 "$ROUNDS"); do
+        if [[ $SETTINGS != equal ]]; then
+            for broker in $BROKERS; do
+                log "round $round: $broker at its defaults"
+                run_broker "$broker" "$round" "$BROKER_CORE" "$LOAD_CORE" "-defaults" 1
+            done
+        fi
+        [[ $SETTINGS == defaults ]] && continue
         for broker in $BROKERS; do
             log "round $round: $broker"
             run_broker "$broker" "$round" "$BROKER_CORE" "$LOAD_CORE" "" 1

@@ -79,10 +79,12 @@ def ratio(ours, theirs, higher_better):
     return f"{r:.2f}×"
 
 
-def losses(runs, broker):
+def losses(runs, broker, defaults=False):
     lost = undelivered = errors = 0
     for (b, scenario), summaries in runs.items():
         if b != broker or not scenario.startswith(("fanin", "fanout", "latency")):
+            continue
+        if scenario.endswith("-defaults") != defaults:
             continue
         for s in summaries:
             lost += s.get("lost_acked", 0) or 0
@@ -107,6 +109,24 @@ def main():
         lost, undelivered, errors = losses(runs, b)
         cells.append(f"{lost:,} lost / {errors} errors")
     print("| acknowledged QoS 1 deliveries lost (all runs) | " + " | ".join(cells) + " | |")
+    defaults = [r for r in ROWS if runs.get(("ferrymq", r[0] + "-defaults"))]
+    if defaults:
+        print()
+        print("Each broker at its own defaults (a listener and anonymous access, "
+              "no tuning line), the same load:")
+        print()
+        print("| measurement | ferrymq | Mosquitto | rumqttd | ferrymq ÷ better peer |")
+        print("|---|---|---|---|---|")
+        for scenario, label, read, higher, fmt in defaults:
+            cols = [values(runs, b, scenario + "-defaults", read) for b in brokers]
+            peers = [statistics.median(c) for c in cols[1:] if c]
+            print(f"| {label} | " + " | ".join(cell(c, fmt) for c in cols)
+                  + f" | {ratio(cols[0], peers, higher)} |")
+        cells = []
+        for b in brokers:
+            lost, undelivered, errors = losses(runs, b, defaults=True)
+            cells.append(f"{lost:,} lost / {errors} errors")
+        print("| acknowledged QoS 1 deliveries lost (all runs) | " + " | ".join(cells) + " | |")
     two = [(s, l) for s, l in TWO_CORES if runs.get(("ferrymq", s + "-2cores"))]
     if two:
         print()

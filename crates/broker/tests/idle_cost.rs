@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 
+use ferrymq_broker::config::{ListenerConfig, ListenerProtocol};
 use ferrymq_testkit::{raw, test_config, wait_until};
 
 #[global_allocator]
@@ -23,10 +24,22 @@ const N: usize = 2_000;
 const MAX_BYTES_PER_CONNECTION: usize = 1_536;
 const MAX_BYTES_PER_THREE_SUBSCRIPTIONS: usize = 1_024;
 
+/// WebSocket connections measured, and their bound: a task, tungstenite's
+/// buffers and ours (measured: about 10 KB; tungstenite's default read
+/// buffer alone was 128 KiB).
+const WS: usize = 300;
+const MAX_BYTES_PER_WEBSOCKET: usize = 16 * 1024;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_costs_little() {
-    let server = ferrymq_broker::Server::start(test_config()).await.unwrap();
+    let mut config = test_config();
+    config.listeners.push(ListenerConfig {
+        protocol: ListenerProtocol::WebSockets,
+        ..ListenerConfig::new("127.0.0.1:0".parse().unwrap())
+    });
+    let server = ferrymq_broker::Server::start(config).await.unwrap();
     let addr = server.local_addrs()[0];
+    let ws_addr = server.local_addrs()[1];
     // One connection first: what the broker allocates once (shard buffers,
     // tables' first growth) is not the connections' cost.
     let warm = tokio::task::spawn_blocking(move || {
@@ -77,7 +90,23 @@ async fn an_idle_connection_costs_little() {
         per_subscriptions <= MAX_BYTES_PER_THREE_SUBSCRIPTIONS,
         "three subscriptions cost {per_subscriptions} bytes of heap"
     );
-    drop((warm, clients));
+
+    let ws_warm = tokio::task::spawn_blocking(move || connect_ws(ws_addr, 0))
+        .await
+        .unwrap();
+    let before = ferrymq_broker::heap::current();
+    let ws_clients = tokio::task::spawn_blocking(move || {
+        (1..=WS).map(|i| connect_ws(ws_addr, i)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let per_websocket = ferrymq_broker::heap::current().saturating_sub(before) / WS;
+    println!("{per_websocket} bytes of heap per idle WebSocket connection");
+    assert!(
+        per_websocket <= MAX_BYTES_PER_WEBSOCKET,
+        "an idle WebSocket connection costs {per_websocket} bytes of heap"
+    );
+    drop((warm, clients, ws_warm, ws_clients));
     server.shutdown().await;
 }
 
@@ -110,4 +139,40 @@ fn subscribe(s: &mut std::net::TcpStream, i: usize) {
         let [hi, lo] = id.to_be_bytes();
         assert_eq!(suback, [0x90, 3, hi, lo, 1]);
     }
+}
+
+/// A connected MQTT 3.1.1 client over WebSocket (upgrade with the `mqtt`
+/// subprotocol, CONNECT in a masked binary frame, its CONNACK), as a
+/// blocking socket.
+fn connect_ws(addr: std::net::SocketAddr, i: usize) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(ferrymq_testkit::WAIT)).unwrap();
+    write!(
+        s,
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let connect = raw::connect_v311(&format!("ws-idle-{i}"), 0x02, 300);
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x82, 0x80 | connect.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(connect.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    s.write_all(&frame).unwrap();
+    let mut ack = [0u8; 6];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, [0x82, 4, 0x20, 2, 0, 0]);
+    s
 }

@@ -234,3 +234,156 @@ async fn writes_that_outrun_the_store_pause_their_connection() {
     assert!(writer.flush().await);
     assert_eq!(writer.backlog(), 0);
 }
+
+/// A QoS 1 subscriber whose socket takes a byte at a time (a small
+/// receive buffer, one byte read every 20 ms) next to a healthy one: the
+/// trickle makes too little progress, so after `max_queue_stall_ms` its
+/// queue drops (counted as stalled) and the publisher and the healthy
+/// subscriber go on at their own pace; the trickle's queue stays within
+/// `max_queued_messages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_reading_a_byte_at_a_time_stalls_and_the_rest_go_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.max_queue_stall = Duration::from_millis(200);
+    config.max_queued_messages = 100;
+    let b = TestBroker::with_config(config).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut trickle = socket.connect(b.addr).await.unwrap();
+    trickle
+        .write_all(&raw::connect_v311("trickle", 0x02, 60))
+        .await
+        .unwrap();
+    trickle
+        .write_all(&raw::subscribe_v311(1, b"feed", 1))
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    trickle.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 1]);
+    let reader = tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if trickle.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    });
+
+    let mut healthy = b.client("healthy", true).await;
+    healthy.subscribe(&[("feed", QoS::AtLeastOnce)]).await;
+    const N: u32 = 2000;
+    let healthy = tokio::spawn(async move {
+        for i in 0..N {
+            let m = healthy.recv_publish().await;
+            assert_eq!(m.payload[..4], i.to_be_bytes());
+        }
+    });
+    let mut p = b.client("p", true).await;
+    let mut payload = vec![0u8; 1024];
+    for i in 0..N {
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        p.publish("feed", &payload, QoS::AtLeastOnce, false).await;
+    }
+    healthy.await.unwrap();
+    let m = &b.broker().metrics;
+    assert!(Metrics::get(&m.dropped_stalled) > 0);
+    let view = b.broker().registry.view("trickle").unwrap();
+    let (queued, _) = view.session.unwrap().mailbox.depth();
+    assert!(queued <= 101, "{queued}");
+    reader.abort();
+}
+
+/// A QoS 1 subscriber that reads everything and acknowledges nothing: its
+/// window fills, then its queue; the publisher waits for it no longer than
+/// the stall limit, the healthy subscriber gets every message, and what
+/// the silent one cannot take is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_acknowledges_stalls_and_the_rest_go_on() {
+    let mut config = test_config();
+    config.max_queue_stall = Duration::from_millis(200);
+    config.max_queued_messages = 100;
+    let b = TestBroker::with_config(config).await;
+    let mut silent = b.client("silent", true).await;
+    silent.subscribe(&[("feed", QoS::AtLeastOnce)]).await;
+    // Reads its window's worth (20 PUBLISH packets) and acknowledges none.
+    let swallow = tokio::spawn(async move {
+        for _ in 0..20 {
+            assert!(matches!(silent.recv().await, Packet::Publish(_)));
+        }
+        silent
+    });
+    let mut healthy = b.client("healthy", true).await;
+    healthy.subscribe(&[("feed", QoS::AtLeastOnce)]).await;
+    const N: u32 = 1000;
+    let healthy = tokio::spawn(async move {
+        for i in 0..N {
+            let m = healthy.recv_publish().await;
+            assert_eq!(m.payload[..], i.to_be_bytes());
+        }
+    });
+    let mut p = b.client("p", true).await;
+    for i in 0..N {
+        p.publish("feed", &i.to_be_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    healthy.await.unwrap();
+    // Its window: 20 sent, never acknowledged, so never more.
+    let mut silent = swallow.await.unwrap();
+    silent.expect_nothing(Duration::from_millis(300)).await;
+    let m = &b.broker().metrics;
+    let view = b.broker().registry.view("silent").unwrap();
+    let (queued, _) = view.session.unwrap().mailbox.depth();
+    assert!((100..=101).contains(&queued), "{queued}");
+    assert_eq!(
+        Metrics::get(&m.dropped_stalled),
+        u64::from(N) - 20 - queued as u64
+    );
+}
+
+/// One publisher floods a topic with 200 subscribers (the 10,000
+/// scaled to a test's descriptors): every subscriber gets every message,
+/// nothing is dropped, and a client on another topic is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_to_many_subscribers_reaches_each_and_others_are_served() {
+    const SUBSCRIBERS: usize = 200;
+    const N: usize = 500;
+    let b = TestBroker::start().await;
+    let mut readers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut c = b.client(&format!("s{i}"), true).await;
+        c.subscribe(&[("fan", QoS::AtMostOnce)]).await;
+        readers.push(tokio::spawn(async move {
+            for n in 0..N {
+                let m = c.recv_publish().await;
+                assert_eq!(m.payload[..], (n as u32).to_be_bytes());
+            }
+        }));
+    }
+    let mut other_sub = b.client("other-sub", true).await;
+    other_sub.subscribe(&[("other", QoS::AtLeastOnce)]).await;
+    let mut p = b.client("flood", true).await;
+    let burst: Vec<u8> = (0..N as u32)
+        .flat_map(|n| raw::publish_v311(0x00, b"fan", None, &n.to_be_bytes()))
+        .collect();
+    p.send_raw(&burst).await;
+    // Another client is served while the fan-out runs.
+    let mut other = b.client("other-pub", true).await;
+    other
+        .publish("other", b"still here", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(
+        other_sub.recv_publish().await.payload[..],
+        b"still here"[..]
+    );
+    for r in readers {
+        r.await.unwrap();
+    }
+    p.sync().await;
+    for (cause, counter) in b.broker().metrics.drops() {
+        assert_eq!(Metrics::get(counter), 0, "{cause}");
+    }
+}

@@ -420,12 +420,33 @@ impl Runner {
         }
     }
 
+    /// A closed connection's deadline stays in the heap until it is due
+    /// (a heap cannot remove from its middle): under connection churn
+    /// those would pile up for a keep-alive period. Once they outnumber
+    /// the live ones, the heap keeps only live entries: linear, and at
+    /// most once per as many closes as there are connections.
+    fn forget_stale_timers(&mut self) {
+        if self.timers.len() <= 2 * self.conns.len() + 64 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers.retain(|Reverse((at, token, generation))| {
+            conns
+                .get(*token)
+                .is_some_and(|c| c.generation == *generation && c.timer == Some(*at))
+        });
+        if self.timers.capacity() > 4 * self.timers.len() + 64 {
+            self.timers.shrink_to(2 * self.timers.len());
+        }
+    }
+
     /// Ends a connection: out of the shard, into a task for its goodbye.
     fn close(&mut self, token: usize, close: Close) {
         let Some(conn) = self.conns.try_remove(token) else {
             return;
         };
         let mut conn = *conn;
+        self.forget_stale_timers();
         self.shard.held.fetch_sub(1, Ordering::Relaxed);
         let _ = self.fd.get_ref().registry().deregister(&mut conn.stream);
         let adopted = Adopted {

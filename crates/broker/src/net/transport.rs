@@ -613,7 +613,11 @@ async fn accept_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     // A frame may carry several packets, but none needs to be much larger
     // than the largest packet.
     let limit = broker.config.max_packet_size.saturating_add(64 * 1024);
+    // tungstenite's read buffer is allocated whole for every connection
+    // (128 KiB by default, 142 KB of broker memory per idle WebSocket
+    // client): it grows when a frame needs more.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_CHUNK)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
