@@ -37,7 +37,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::broker::Broker;
 use crate::metrics::Tally;
@@ -93,6 +93,8 @@ struct Conn {
     readable: bool,
     /// The socket may take data (likewise).
     writable: bool,
+    /// On the shard's list of connections to step again.
+    again: bool,
     /// The deadline of this connection's entry in the timer heap, if any.
     timer: Option<Instant>,
     /// Tells a reused slot's connection from the one a stale wake-up or
@@ -273,17 +275,30 @@ impl Runner {
                 if conn.generation != generation {
                     continue;
                 }
-                let next = step(conn, &self.broker, &self.shutdown, now);
+                conn.again = false;
+                // A bug that panics in one connection's step must not take
+                // the shard's other connections with it: that connection
+                // ends, its goodbye in a task of its own as any other's.
+                let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    step(conn, &self.broker, &self.shutdown, now)
+                }));
                 // Whatever the step counted, before anything else runs here.
                 Tally::flush_thread(&self.broker.metrics);
-                match next {
-                    Next::Wait => self.schedule(token, now),
-                    Next::Again => {
-                        if !again.contains(&(token, generation)) {
-                            again.push((token, generation));
+                match stepped {
+                    Ok(Next::Wait) => self.schedule(token, now),
+                    Ok(Next::Again) => {
+                        if let Some(conn) = self.conns.get_mut(token) {
+                            if !conn.again {
+                                conn.again = true;
+                                again.push((token, generation));
+                            }
                         }
                     }
-                    Next::Close(close) => self.close(token, close),
+                    Ok(Next::Close(close)) => self.close(token, close),
+                    Err(_) => {
+                        error!(token, "a connection's step panicked; closing it");
+                        self.close(token, Close::Lost("internal error".into()));
+                    }
                 }
             }
         }
@@ -398,6 +413,7 @@ impl Runner {
             // The edges before the registration were not seen.
             readable: true,
             writable: true,
+            again: false,
             timer: None,
             generation,
             permits,
