@@ -343,7 +343,7 @@ impl Broker {
         &self,
         message: Arc<Message>,
         fanout: &mut Fanout,
-        waiter: Option<&Arc<Mailbox>>,
+        waiter: Option<&Arc<SessionShared>>,
     ) -> usize {
         if message.retain {
             // `$SYS` is rebuilt from the running broker, never from disk.
@@ -410,7 +410,7 @@ impl Broker {
         message: &Arc<Message>,
         lists: &[List<Subscription>],
         fanout: &mut Fanout,
-        waiter: Option<&Arc<Mailbox>>,
+        waiter: Option<&Arc<SessionShared>>,
     ) -> usize {
         let mut plain: Vec<&Subscription> = Vec::new();
         let mut shared: Vec<&Subscription> = Vec::new();
@@ -471,7 +471,7 @@ impl Broker {
         }: Target<'_>,
         subscription_ids: Vec<u32>,
         fanout: &mut Fanout,
-        waiter: Option<&Arc<Mailbox>>,
+        waiter: Option<&Arc<SessionShared>>,
     ) -> bool {
         let mut delivery = Delivery {
             message: message.clone(),
@@ -501,7 +501,7 @@ impl Broker {
             pushed @ (Push::Queued | Push::Over | Push::QueuedEvicting) => {
                 match pushed {
                     // Its publisher waits for room (see `mailbox`).
-                    Push::Over => fanout.full.push(mailbox.clone()),
+                    Push::Over => fanout.full.push(sub.session.clone()),
                     Push::QueuedEvicting => Metrics::add(&self.metrics.dropped_qos0_full, 1),
                     _ => {}
                 }
@@ -551,7 +551,7 @@ struct Target<'a> {
 pub struct Fanout {
     /// Queues of online subscribers that took a delivery past their limit:
     /// the publisher stops reading until they have room (or stall).
-    pub full: Vec<Arc<Mailbox>>,
+    pub full: Vec<Arc<SessionShared>>,
     /// The message in allocations of its own, made for the first delivery
     /// that waits long (see `Mailbox::push`) and shared by the others.
     pub detached: Option<Arc<Message>>,

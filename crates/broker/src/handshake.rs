@@ -363,12 +363,9 @@ pub async fn accept(
         match broker.registry.claim(&client_id, connection_id, &presence) {
             Claim::Resumed(state) => break Some(state),
             Claim::Fresh => break None,
-            Claim::Busy {
-                presence: other,
-                session,
-            } => {
+            Claim::Busy { presence: other } => {
                 debug!("taking over the session of a connected client");
-                other.kick(Kick::TakenOver, session.as_ref());
+                other.kick(Kick::TakenOver);
                 if tokio::time::timeout_at(deadline, other.finished())
                     .await
                     .is_err()
@@ -426,16 +423,16 @@ pub async fn accept(
     }
 
     let mut properties = Properties::new();
-    let mut max_inflight = usize::from(config.max_inflight_messages);
+    let mut max_inflight = config.max_inflight_messages;
     let mut client_max_packet = None;
     let mut client_alias_max = 0;
     let mut problem_information = true;
     if v5 {
         let p = &connect.properties;
         if let Some(rm) = p.receive_maximum() {
-            max_inflight = max_inflight.min(usize::from(rm));
+            max_inflight = max_inflight.min(rm);
         }
-        client_max_packet = p.maximum_packet_size().map(|n| n as usize);
+        client_max_packet = p.maximum_packet_size();
         client_alias_max = p.topic_alias_maximum().unwrap_or(0);
         problem_information = p.request_problem_information() != Some(0);
         connack_properties(
@@ -475,7 +472,7 @@ pub async fn accept(
         client_max_packet,
         aliases_in: alias::Inbound::new(if v5 { listener.max_topic_alias } else { 0 }),
         aliases_out: alias::Outbound::new(client_alias_max.min(listener.max_topic_alias_broker)),
-        receive_maximum: usize::from(config.max_inflight_messages),
+        receive_maximum: config.max_inflight_messages,
         problem_information,
         store_ops: Vec::new(),
         waiting: None,

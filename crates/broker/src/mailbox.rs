@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use crate::message::Delivery;
+use crate::session::SessionShared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -67,7 +68,7 @@ struct Inner {
     #[allow(clippy::box_collection)] // boxed for the idle cost: see above
     held: Option<Box<VecDeque<Delivery>>>,
     /// Publishers waiting for room, woken when the queue is down to half.
-    waiters: Vec<Weak<Mailbox>>,
+    waiters: Vec<Weak<SessionShared>>,
     /// When the queue last made progress: a delivery taken, or the queue
     /// filling from empty. Stalled: full, and no progress for the limit.
     progress: Instant,
@@ -276,12 +277,12 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn new(limits: impl Into<Limits>) -> Arc<Mailbox> {
+    pub fn new(limits: impl Into<Limits>) -> Mailbox {
         Mailbox::with_limits(Arc::new(limits.into()))
     }
 
-    pub fn with_limits(limits: Arc<Limits>) -> Arc<Mailbox> {
-        Arc::new(Mailbox {
+    pub fn with_limits(limits: Arc<Limits>) -> Mailbox {
+        Mailbox {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 online: false,
@@ -293,7 +294,7 @@ impl Mailbox {
             }),
             signal: Signal::default(),
             limits,
-        })
+        }
     }
 
     /// Queues `delivery` as the overflow policy says (see the module
@@ -311,7 +312,7 @@ impl Mailbox {
     pub fn push(
         &self,
         mut delivery: Delivery,
-        waiter: Option<&Arc<Mailbox>>,
+        waiter: Option<&Arc<SessionShared>>,
         detached: &mut Option<Arc<crate::message::Message>>,
     ) -> Push {
         let mut inner = self.inner.lock();
@@ -355,7 +356,7 @@ impl Mailbox {
     /// not stalled. If so, `waiter` is (again) registered to be woken, and
     /// the instant at which the queue would count as stalled is returned,
     /// for the publisher to look again then.
-    pub fn wait_for_room(&self, waiter: &Arc<Mailbox>, now: Instant) -> Option<Instant> {
+    pub fn wait_for_room(&self, waiter: &Arc<SessionShared>, now: Instant) -> Option<Instant> {
         let mut inner = self.inner.lock();
         if !inner.online || !inner.at_limit(&self.limits) || inner.stalled(&self.limits, now) {
             return None;
@@ -512,7 +513,7 @@ impl Mailbox {
 }
 
 /// Adds `waiter` to `waiters` once; drops entries whose publisher is gone.
-fn register(waiters: &mut Vec<Weak<Mailbox>>, waiter: &Arc<Mailbox>) {
+fn register(waiters: &mut Vec<Weak<SessionShared>>, waiter: &Arc<SessionShared>) {
     waiters.retain(|w| w.strong_count() > 0);
     if !waiters
         .iter()
@@ -522,9 +523,9 @@ fn register(waiters: &mut Vec<Weak<Mailbox>>, waiter: &Arc<Mailbox>) {
     }
 }
 
-fn wake_all(waiters: Vec<Weak<Mailbox>>) {
+fn wake_all(waiters: Vec<Weak<SessionShared>>) {
     for waiter in waiters.iter().filter_map(Weak::upgrade) {
-        waiter.wake();
+        waiter.mailbox.wake();
     }
 }
 
@@ -553,6 +554,16 @@ mod tests {
         let mut d = delivery_at(payload, QoS::AtLeastOnce, Instant::now());
         d.retain = retain;
         d
+    }
+
+    /// A publisher's session, whose mailbox is woken when there is room.
+    fn session(limit: usize) -> Arc<SessionShared> {
+        Arc::new(SessionShared {
+            id: 0,
+            client_id: "publisher".into(),
+            mailbox: Mailbox::new(limit),
+            durable: Default::default(),
+        })
     }
 
     fn drain(m: &Mailbox) -> Vec<Bytes> {
@@ -604,7 +615,7 @@ mod tests {
     #[test]
     fn an_online_full_queue_slows_its_publisher_instead_of_dropping() {
         let sub = Mailbox::new(4);
-        let publisher = Mailbox::new(4);
+        let publisher = session(4);
         sub.set_online(true);
         for _ in 0..4 {
             assert_eq!(
@@ -623,7 +634,10 @@ mod tests {
             sub.pop_if(|_| true);
         }
         assert!(sub.wait_for_room(&publisher, now).is_none());
-        assert!(publisher.take_wake(), "the publisher's task was woken");
+        assert!(
+            publisher.mailbox.take_wake(),
+            "the publisher's task was woken"
+        );
     }
 
     /// A full queue that makes no progress for `stall` is treated as
@@ -635,7 +649,7 @@ mod tests {
             stall,
             ..Limits::from(2)
         });
-        let publisher = Mailbox::new(2);
+        let publisher = session(2);
         sub.set_online(true);
         let t0 = Instant::now();
         sub.push(
@@ -696,7 +710,7 @@ mod tests {
     #[test]
     fn offline_queues_keep_mosquittos_limits() {
         let sub = Mailbox::new(1);
-        let publisher = Mailbox::new(1);
+        let publisher = session(1);
         assert_eq!(
             sub.push(delivery(b"a", false), Some(&publisher), &mut None),
             Push::Queued

@@ -30,9 +30,8 @@ use ferrymq_store::{Loaded, Op, WriterHandle};
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use crate::mailbox::Mailbox;
 use crate::message::{Delivery, Message};
-use crate::session::{Inflight, OutboundState, SessionState, Subscription};
+use crate::session::{Inflight, OutboundState, SessionShared, SessionState, Subscription};
 use crate::shared;
 
 const FORMAT: u8 = 1;
@@ -44,7 +43,7 @@ pub struct Persist {
     next_seq: AtomicU64,
     /// Connections waiting for a sequence number to become durable, woken
     /// through their mailbox (which their task already waits on).
-    waiters: Mutex<BTreeMap<u64, Vec<Arc<Mailbox>>>>,
+    waiters: Mutex<BTreeMap<u64, Vec<Arc<SessionShared>>>>,
 }
 
 impl Persist {
@@ -57,14 +56,14 @@ impl Persist {
     }
 
     /// Wakes `mailbox`'s task once `seq` is durable.
-    pub fn wake_when_durable(&self, seq: u64, mailbox: &Arc<Mailbox>) {
+    pub fn wake_when_durable(&self, seq: u64, session: &Arc<SessionShared>) {
         let mut waiters = self.waiters.lock();
         if self.writer.is_durable(seq) {
             drop(waiters);
-            mailbox.wake();
+            session.mailbox.wake();
             return;
         }
-        waiters.entry(seq).or_default().push(mailbox.clone());
+        waiters.entry(seq).or_default().push(session.clone());
     }
 
     /// Wakes the waiters of every sequence number up to `durable`.
@@ -74,8 +73,8 @@ impl Persist {
             let later = waiters.split_off(&(durable + 1));
             std::mem::replace(&mut *waiters, later)
         };
-        for mailbox in ready.into_values().flatten() {
-            mailbox.wake();
+        for session in ready.into_values().flatten() {
+            session.mailbox.wake();
         }
     }
 

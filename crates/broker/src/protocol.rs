@@ -16,10 +16,10 @@ use tracing::{debug, trace};
 
 use crate::alias;
 use crate::broker::{Broker, Fanout};
-use crate::mailbox::Mailbox;
 use crate::message::{Delivery, Message, Source};
 use crate::metrics::{Metrics, Tally};
 use crate::persist::{self, Stage};
+use crate::session::SessionShared;
 use crate::session::{Inflight, OutboundState, PubRec, SessionState};
 use ferrymq_auth::Access;
 use ferrymq_store::Op;
@@ -133,16 +133,16 @@ pub struct Connection {
     /// Packets waiting to be written.
     pub out: BytesMut,
     /// Outbound in-flight window: min(our limit, client's Receive Maximum).
-    pub max_inflight: usize,
+    pub max_inflight: u16,
     /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
-    pub client_max_packet: Option<usize>,
+    pub client_max_packet: Option<u32>,
     /// Topic aliases the client sets (MQTT 5).
     pub aliases_in: alias::Inbound,
     /// Topic aliases we set towards the client (MQTT 5).
     pub aliases_out: alias::Outbound,
     /// Inbound QoS 2 messages awaiting PUBREL we accept at once: the
     /// Receive Maximum we announced.
-    pub receive_maximum: usize,
+    pub receive_maximum: u16,
     /// MQTT 5 Request Problem Information: reason strings on acks allowed.
     pub problem_information: bool,
     /// Store writes gathered while handling packets, submitted in one go.
@@ -169,7 +169,7 @@ pub struct Waiting {
     /// Why the connection is not read (see [`Connection::blocked`]): the
     /// full queues of online subscribers it fed, and the store submission
     /// it waits for when its writes outran the disk.
-    waiting_on: Vec<Arc<Mailbox>>,
+    waiting_on: Vec<Arc<SessionShared>>,
     store_wait: Option<u64>,
     /// Since when the connection is paused, for the metrics.
     paused_at: Option<Instant>,
@@ -214,7 +214,7 @@ impl Connection {
     /// in [`SessionState::resend`] and goes out first as the window opens.
     pub fn resend_inflight(&mut self, now: Instant) {
         self.session.merge_resend();
-        let keep = self.max_inflight.min(self.session.inflight.len());
+        let keep = usize::from(self.max_inflight).min(self.session.inflight.len());
         self.session.set_aside(keep);
         let pending: Vec<_> = self.session.inflight.iter().cloned().collect();
         let mut gone = Vec::new();
@@ -258,7 +258,7 @@ impl Connection {
         let last = self.session.last_store_seq;
         match &self.broker.persist {
             Some(p) if last != 0 && !p.writer.is_durable(last) => {
-                p.wake_when_durable(last, &self.session.shared.mailbox);
+                p.wake_when_durable(last, &self.session.shared);
                 let held = &mut self.waiting.get_or_insert_with(Box::default).held;
                 let seq = held.back().map_or(last, |(s, _)| (*s).max(last));
                 held.push_back((seq, packet));
@@ -322,7 +322,7 @@ impl Connection {
             return true;
         };
         let len = encoded_len(&Packet::Publish(publish.clone()), self.protocol);
-        len.is_ok_and(|n| n + 3 <= max)
+        len.is_ok_and(|n| n as u64 + 3 <= u64::from(max))
     }
 
     /// Sends an outbound PUBLISH or PUBREL: after the store if `wrote`
@@ -350,7 +350,8 @@ impl Connection {
     /// must come back once it has written, since the mailbox only wakes the
     /// task when a push finds it empty.
     pub fn drain_mailbox(&mut self, now: Instant) -> bool {
-        let mailbox = self.session.shared.mailbox.clone();
+        let shared = self.session.shared.clone();
+        let mailbox = &shared.mailbox;
         let mut took = false;
         let more = loop {
             if self.out.len() >= WRITE_HIGH_WATER {
@@ -364,7 +365,7 @@ impl Connection {
                 // The store's wake-up brings the task back.
                 break false;
             }
-            let window_open = self.session.inflight_len() < self.max_inflight;
+            let window_open = self.session.inflight_len() < usize::from(self.max_inflight);
             // What an earlier connection had in flight goes first.
             if window_open {
                 if let Some(m) = self.session.next_resend() {
@@ -618,17 +619,15 @@ impl Connection {
                 // with the batch.
                 let message = self.message(publish, now);
                 self.broker
-                    .publish_from(message, &mut fanout, Some(&self.session.shared.mailbox));
+                    .publish_from(message, &mut fanout, Some(&self.session.shared));
                 self.after_publish(&mut fanout);
                 self.store_ops = fanout.ops;
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 let message = self.message(publish, now);
-                let routed = self.broker.publish_from(
-                    message,
-                    &mut fanout,
-                    Some(&self.session.shared.mailbox),
-                );
+                let routed =
+                    self.broker
+                        .publish_from(message, &mut fanout, Some(&self.session.shared));
                 let ack = Packet::PubAck(self.ack(id, routed, fanout.dropped));
                 let wrote = fanout.ops.len() > before;
                 self.after_publish(&mut fanout);
@@ -646,7 +645,7 @@ impl Connection {
                     }
                     rec
                 } else {
-                    if self.session.inbound_qos2.len() >= self.receive_maximum {
+                    if self.session.inbound_qos2.len() >= usize::from(self.receive_maximum) {
                         self.store_ops = fanout.ops;
                         return Err(Close::violation(
                             ReasonCode::ReceiveMaximumExceeded,
@@ -654,11 +653,9 @@ impl Connection {
                         ));
                     }
                     let message = self.message(publish, now);
-                    let routed = self.broker.publish_from(
-                        message,
-                        &mut fanout,
-                        Some(&self.session.shared.mailbox),
-                    );
+                    let routed =
+                        self.broker
+                            .publish_from(message, &mut fanout, Some(&self.session.shared));
                     let rec = self.ack(id, routed, fanout.dropped);
                     // A PUBREC with an error code ends the exchange
                     // ([MQTT-4.3.3]): the id is free again at once.
@@ -726,7 +723,7 @@ impl Connection {
         if p.writer.backlog() > self.broker.config.max_store_backlog && !p.writer.is_durable(seq) {
             let w = self.waiting.get_or_insert_with(Box::default);
             w.store_wait = Some(w.store_wait.map_or(seq, |s| s.max(seq)));
-            p.wake_when_durable(seq, &self.session.shared.mailbox);
+            p.wake_when_durable(seq, &self.session.shared);
             self.pause(Instant::now());
         }
     }
@@ -771,10 +768,10 @@ impl Connection {
     /// a queue would count as stalled) or when woken; `None`: read on.
     pub fn blocked(&mut self, now: Instant) -> Option<Option<Instant>> {
         let w = self.waiting.as_mut().filter(|w| w.paused())?;
-        let own = &self.session.shared.mailbox;
+        let own = &self.session.shared;
         let mut next: Option<Instant> = None;
         w.waiting_on
-            .retain(|full| match full.wait_for_room(own, now) {
+            .retain(|full| match full.mailbox.wait_for_room(own, now) {
                 Some(at) => {
                     next = Some(next.map_or(at, |n| n.min(at)));
                     true
@@ -856,7 +853,7 @@ impl Connection {
             let last = self.session.last_store_seq;
             match &self.broker.persist {
                 Some(p) if last != 0 && !p.writer.is_durable(last) => {
-                    p.wake_when_durable(last, &self.session.shared.mailbox);
+                    p.wake_when_durable(last, &self.session.shared);
                     let w = self.waiting.get_or_insert_with(Box::default);
                     w.pending_acks.push_back((last, ack));
                     return;
@@ -951,7 +948,7 @@ impl Connection {
         }
         if waiting {
             if let Some(p) = &self.broker.persist {
-                p.wake_when_durable(seq, &self.session.shared.mailbox);
+                p.wake_when_durable(seq, &self.session.shared);
             }
         }
     }

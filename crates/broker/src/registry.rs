@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferrymq_codec::Protocol;
@@ -23,10 +23,9 @@ use crate::session::{SessionShared, SessionState};
 pub enum Slot {
     Connected {
         connection: u64,
+        /// Also what the admin API shows of it, once its CONNECT is
+        /// accepted.
         presence: Arc<Presence>,
-        /// What the admin API shows; set once CONNECT is accepted. Boxed so
-        /// parked slots do not pay for it.
-        info: Option<Box<ConnectionInfo>>,
     },
     Parked {
         state: Box<SessionState>,
@@ -44,6 +43,9 @@ pub enum Slot {
 pub struct Presence {
     state: AtomicU8,
     done: Notify,
+    /// What the admin API shows; set once CONNECT is accepted (in the
+    /// presence, so a connection costs one allocation for both).
+    info: OnceLock<ConnectionInfo>,
 }
 
 const KICKED: u8 = 1;
@@ -59,17 +61,22 @@ pub enum Kick {
 
 impl Presence {
     /// Asks the connection to end, and wakes it through its session's
-    /// mailbox (`None` before its CONNECT is accepted: it looks at the
-    /// flag before it first waits).
-    pub fn kick(&self, kick: Kick, session: Option<&Arc<SessionShared>>) {
+    /// mailbox (known once its CONNECT is accepted; before that it looks
+    /// at the flag before it first waits).
+    pub fn kick(&self, kick: Kick) {
         let bits = match kick {
             Kick::TakenOver => KICKED,
             Kick::Administrative => KICKED | BY_ADMIN,
         };
         self.state.fetch_or(bits, Ordering::AcqRel);
-        if let Some(session) = session {
-            session.mailbox.wake();
+        if let Some(info) = self.info.get() {
+            info.session.mailbox.wake();
         }
+    }
+
+    /// What the admin API shows of the connection, once accepted.
+    pub fn info(&self) -> Option<&ConnectionInfo> {
+        self.info.get()
     }
 
     /// Whether, and why, the connection was kicked.
@@ -145,18 +152,15 @@ pub enum Claim {
     Fresh,
     /// Another connection holds it: kick it (see [`Presence::kick`]),
     /// wait until it is finished, retry.
-    Busy {
-        presence: Arc<Presence>,
-        session: Option<Arc<SessionShared>>,
-    },
+    Busy { presence: Arc<Presence> },
 }
 
 fn view(client_id: &Arc<str>, slot: &Slot) -> SessionView {
     match slot {
-        Slot::Connected { info, .. } => SessionView {
+        Slot::Connected { presence, .. } => SessionView {
             client_id: client_id.clone(),
-            session: info.as_ref().map(|i| i.session.clone()),
-            connection: info.as_deref().cloned(),
+            session: presence.info().map(|i| i.session.clone()),
+            connection: presence.info().cloned(),
             expiry_interval: None,
             inflight: None,
         },
@@ -185,10 +189,9 @@ impl Registry {
     /// Claims `client_id` for `connection`, unless another connection holds it.
     pub fn claim(&self, client_id: &Arc<str>, connection: u64, presence: &Arc<Presence>) -> Claim {
         let mut inner = self.inner.lock();
-        if let Some(Slot::Connected { presence, info, .. }) = inner.slots.get(client_id) {
+        if let Some(Slot::Connected { presence, .. }) = inner.slots.get(client_id) {
             return Claim::Busy {
                 presence: presence.clone(),
-                session: info.as_ref().map(|i| i.session.clone()),
             };
         }
         let previous = inner.slots.insert(
@@ -196,7 +199,6 @@ impl Registry {
             Slot::Connected {
                 connection,
                 presence: presence.clone(),
-                info: None,
             },
         );
         match previous {
@@ -300,15 +302,14 @@ impl Registry {
     /// Records what the admin API shows of `connection`, once its CONNECT
     /// is accepted. Does nothing if the slot is no longer its own.
     pub fn describe(&self, client_id: &str, connection: u64, described: ConnectionInfo) {
-        let mut inner = self.inner.lock();
+        let inner = self.inner.lock();
         if let Some(Slot::Connected {
             connection: c,
-            info,
-            ..
-        }) = inner.slots.get_mut(client_id)
+            presence,
+        }) = inner.slots.get(client_id)
         {
             if *c == connection {
-                *info = Some(Box::new(described));
+                let _ = presence.info.set(described);
             }
         }
     }
@@ -318,8 +319,8 @@ impl Registry {
     pub fn kick_admin(&self, client_id: &str) -> bool {
         let inner = self.inner.lock();
         match inner.slots.get(client_id) {
-            Some(Slot::Connected { presence, info, .. }) => {
-                presence.kick(Kick::Administrative, info.as_ref().map(|i| &i.session));
+            Some(Slot::Connected { presence, .. }) => {
+                presence.kick(Kick::Administrative);
                 true
             }
             _ => false,
@@ -354,7 +355,7 @@ impl Registry {
             .slots
             .values()
             .filter_map(|slot| match slot {
-                Slot::Connected { info, .. } => info.as_ref().map(|i| i.session.clone()),
+                Slot::Connected { presence, .. } => presence.info().map(|i| i.session.clone()),
                 Slot::Parked { state, .. } => Some(state.shared.clone()),
             })
             .collect()

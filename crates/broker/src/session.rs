@@ -22,7 +22,8 @@ pub struct SessionShared {
     /// Unique per session incarnation; the router's key.
     pub id: u64,
     pub client_id: Arc<str>,
-    pub mailbox: Arc<Mailbox>,
+    /// Inline: one allocation holds a session's identity and its queue.
+    pub mailbox: Mailbox,
     /// Whether deliveries to this session are written to the store: it
     /// outlives its connection and persistence is on.
     pub durable: std::sync::atomic::AtomicBool,

@@ -37,8 +37,8 @@ impl Connection {
         for (i, (filter, _)) in filters.iter().enumerate() {
             last.insert(filter.as_str(), i);
         }
-        let mailbox = self.session.shared.mailbox.clone();
-        let held = mailbox.hold();
+        let shared = self.session.shared.clone();
+        let held = shared.mailbox.hold();
         let mut retained = Retained {
             room: held.room(),
             deliveries: Vec::new(),

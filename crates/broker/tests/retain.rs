@@ -78,6 +78,8 @@ async fn a_retained_message_never_follows_a_newer_live_one() {
     let mut p = b.client("p", true).await;
     p.publish("v", &0u32.to_be_bytes(), QoS::AtMostOnce, true)
         .await;
+    // The first retained value is in place before any subscriber comes.
+    p.sync().await;
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
         let stop = stop.clone();

@@ -447,7 +447,8 @@ async fn run<T: Transport>(
 /// A connection after its CONNACK: what its task, or its shard, holds
 /// between two rounds of reading, handling and writing.
 pub(crate) struct Live {
-    pub(crate) connection: Box<Connection>,
+    /// Inline: a shard keeps the whole `Live` in one box.
+    pub(crate) connection: Connection,
     pub(crate) last_read: Instant,
     /// Effective keep-alive in seconds (0: none).
     keep_alive: u16,
@@ -491,7 +492,7 @@ impl Live {
         broker.metrics.client_connected();
         info!(protocol = %connection.protocol, keep_alive, "client connected");
         Live {
-            connection,
+            connection: *connection,
             last_read: Instant::now(),
             keep_alive,
             leftover: false,
@@ -604,7 +605,8 @@ impl Live {
         io: &mut Io<T>,
         shutdown: &CancellationToken,
     ) -> Close {
-        let mailbox = self.connection.session.shared.mailbox.clone();
+        let shared = self.connection.session.shared.clone();
+        let mailbox = &shared.mailbox;
         let mut since_yield = 0;
         loop {
             // A kick wakes the mailbox, which brings us round here.
@@ -727,7 +729,7 @@ struct Ending {
 async fn finish<T: Transport>(
     ending: Ending,
     mut io: Io<T>,
-    mut connection: Box<Connection>,
+    mut connection: Connection,
     close: Close,
 ) {
     let Ending {
@@ -737,7 +739,8 @@ async fn finish<T: Transport>(
         shutdown,
         slot_guard,
     } = ending;
-    let mailbox = connection.session.shared.mailbox.clone();
+    let shared = connection.session.shared.clone();
+    let mailbox = &shared.mailbox;
     connection.resume(Instant::now());
     connection.session.merge_resend();
 
