@@ -20,8 +20,8 @@ const N: usize = 2_000;
 
 /// The bounds this guards: the cost of an idle connection, and of its
 /// three subscriptions, must not grow back past them (measured: about
-/// 1,320 and 700 bytes).
-const MAX_BYTES_PER_CONNECTION: usize = 1_536;
+/// 1,000 and 800 bytes).
+const MAX_BYTES_PER_CONNECTION: usize = 1_280;
 const MAX_BYTES_PER_THREE_SUBSCRIPTIONS: usize = 1_024;
 
 /// WebSocket connections measured, and their bound: a task, tungstenite's
