@@ -1,7 +1,10 @@
-//! The connection task: owns the socket, reads and decodes every packet a
-//! read brings, hands them to the protocol logic, drains the session's
-//! mailbox into one write buffer, and writes it with as few syscalls as it
-//! can. Keep-alive, takeover and shutdown are branches of one `select!`.
+//! A connection's life: its handshake in a task of its own, then rounds of
+//! reading and decoding every packet a read brings, handing them to the
+//! protocol logic, draining the session's mailbox into one write buffer and
+//! writing it with as few syscalls as it can ([`Live`]), in an event-loop
+//! shard for plain TCP (`net::shard`) or in this task's loop for the other
+//! transports (keep-alive, kicks and shutdown are branches of one
+//! `select!` there), then its goodbye in a task again.
 //!
 //! Buffers are allocated only while there is something in them: an idle
 //! connection waits for readability without a read buffer and keeps no
@@ -26,8 +29,7 @@ use crate::net::transport::Gone;
 
 use crate::broker::Broker;
 use crate::handshake::{self, Accepted};
-use crate::metrics::Metrics;
-use crate::metrics::Tally;
+use crate::metrics::{Metrics, Tally};
 use crate::net::enhanced_auth;
 use crate::net::transport::Transport;
 use crate::protocol::{will_message, Close, Connection, WRITE_HIGH_WATER};
@@ -92,9 +94,11 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
-        // Not through `connection`: its arguments would sit in this task's
-        // future for good (the task-size test counts every byte).
-        // Asked again rather than kept: the future would hold it for good.
+        // Not through `connection`, and the peer asked again rather than
+        // kept: a handshake task stays small (a connection storm has
+        // thousands in flight), and until its hand-over to a shard, or for
+        // good on a transport that stays in its task, the future holds
+        // whatever it captures.
         let peer = stream.peer_addr().ok();
         let mut io = Io {
             stream,
