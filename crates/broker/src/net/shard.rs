@@ -483,37 +483,37 @@ impl Runner {
             live,
             permits,
         } = adopted;
-        let broker = self.broker.clone();
-        let shutdown = self.shutdown.clone();
         let peer = stream.peer_addr().ok();
         let span = conn_span(peer);
         span.record("client_id", live.client_id());
         match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let io = Io { stream, rbuf };
-                self.tracker.spawn(
-                    async move {
-                        live.finish(broker, io, close, shutdown).await;
-                        drop(permits);
-                    }
-                    .instrument(span),
-                );
-            }
+            Ok(stream) => self.spawn_finish(live, Io { stream, rbuf }, close, permits, span),
             Err(e) => {
                 let io = Io {
                     stream: Gone,
                     rbuf: BytesMut::new(),
                 };
-                let close = Close::Lost(e.to_string());
-                self.tracker.spawn(
-                    async move {
-                        live.finish(broker, io, close, shutdown).await;
-                        drop(permits);
-                    }
-                    .instrument(span),
-                );
+                self.spawn_finish(live, io, Close::Lost(e.to_string()), permits, span);
             }
         }
+    }
+
+    fn spawn_finish<T: Transport>(
+        &self,
+        live: Live,
+        io: Io<T>,
+        close: Close,
+        permits: Option<Permits>,
+        span: tracing::Span,
+    ) {
+        let (broker, shutdown) = (self.broker.clone(), self.shutdown.clone());
+        self.tracker.spawn(
+            async move {
+                live.finish(broker, io, close, shutdown).await;
+                drop(permits);
+            }
+            .instrument(span),
+        );
     }
 }
 
